@@ -1,0 +1,242 @@
+"""Batched greedy decoding with draft-and-verify, one loop for every draft source.
+
+Each step feeds every row [last token + its drafts] in one decoder forward; the row keeps the longest prefix
+of drafts on which the model's own greedy choice agrees, plus the model's next token, and the cache rolls back
+past the rest. With no drafts this is plain greedy decoding; with any drafts the output is the same tokens.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from engine.model import CrossKV, Whisper
+from engine.tokenizer import Tokenizer
+
+LANGUAGE_AUTO = None
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str | None = LANGUAGE_AUTO  # ISO code, or None to detect from the language-token logits
+    task: str = "transcribe"  # or "translate" (to English)
+    prompt: str | None = None  # initial prompt: earlier text, hotwords; biases spelling and style
+    max_new_tokens: int = 224  # per-segment cap (Whisper's sample length: half the text context)
+    no_speech_threshold: float = 0.6  # with a low avg log-prob, a higher no-speech probability means "silence"
+    logprob_threshold: float = -1.0
+    repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
+        if not 1 <= self.max_new_tokens <= 448:
+            raise ValueError("max_new_tokens must be in 1..448")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    tokens: tuple[int, ...]  # text tokens, without the prompt and the end-of-text token
+    text: str  # the tokens decoded, as the model wrote them
+    language: str
+    language_prob: float  # 1.0 when the language was given
+    no_speech_prob: float  # probability of <|nospeech|> at the start-of-transcript position
+    avg_logprob: float
+    compression_ratio: float  # of the text: gzip ratio, high for loops
+    looped: bool  # the repetition guard cut a loop
+    forwards: int  # decoder forward passes this segment took part in (prefill included)
+    emitted: int  # tokens the decoder produced (text tokens + end of text)
+
+    def silent(self, opts: DecodeOptions) -> bool:
+        """Whisper's rule: no speech when <|nospeech|> is likely and the text itself is improbable."""
+        return self.no_speech_prob > opts.no_speech_threshold and self.avg_logprob < opts.logprob_threshold
+
+
+class Drafter(Protocol):
+    """Proposes tokens a row will probably emit next; verification keeps only what greedy decoding agrees with."""
+
+    def propose(self, rows: list[int], generated: list[list[int]], hidden: Tensor) -> list[list[int]]:
+        """rows: segment indices (into the batch given to decode); generated: their tokens so far, the last one
+        not yet fed; hidden (n_rows, D): the decoder's final state that predicted that last token.
+        -> up to K draft tokens per row to follow it."""
+        ...
+
+
+@dataclass
+class _Row:
+    index: int  # position in the caller's batch
+    opts: DecodeOptions
+    prefix: list[int]  # prompt tokens up to and including <|startoftranscript|>
+    language: str | None
+    language_prob: float = 1.0
+    no_speech_prob: float = 0.0
+    out: list[int] = field(default_factory=list)
+    logprob: float = 0.0
+    forwards: int = 0
+    done: bool = False
+    looped: bool = False
+    ended: bool = False  # emitted <|endoftext|>
+
+    @property
+    def cap(self) -> int:
+        return self.opts.max_new_tokens
+
+
+class GreedyDecoder:
+    """Decodes a batch of segments whose cross-attention keys/values are computed."""
+
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...]):
+        self.model, self.tok = model, tokenizer
+        dev = model.decoder.positional_embedding.device
+        n_vocab = model.dims.n_vocab
+        self.suppress = torch.zeros(n_vocab, dtype=torch.bool, device=dev)
+        self.suppress[[i for i in suppress if 0 <= i < n_vocab]] = True
+        self.suppress_begin = self.suppress.clone()
+        self.suppress_begin[[i for i in suppress_begin if 0 <= i < n_vocab]] = True
+        self.lang_ids = torch.tensor(list(tokenizer.languages.values()), device=dev)
+        self.device = dev
+
+    @torch.inference_mode()
+    def decode(self, cross: CrossKV, options: list[DecodeOptions], drafter: Drafter | None = None) -> list[DecodeResult]:
+        """cross: the batch's encoder keys/values (B rows); options: one per row."""
+        tok, dec = self.tok, self.model.decoder
+        rows = [self._row(i, o) for i, o in enumerate(options)]
+        cache = self.model.new_cache(len(rows))
+        live = list(range(len(rows)))  # rows still decoding, in cache order
+
+        # Prefill. With every language known, one forward over [prompt, sot, lang, task, notimestamps];
+        # otherwise first [prompt, sot] to read the language, then the rest.
+        detect = any(r.language is None for r in rows) and tok.multilingual
+        first = [r.prefix if detect else r.prefix + tok.sot_sequence(r.language, r.opts.task) for r in rows]
+        hidden, lengths = self._forward(cache, cross, first, rows)
+        sot_pos = [len(r.prefix) - 1 for r in rows]
+        at_sot = dec.logits(hidden[torch.arange(len(rows)), torch.tensor(sot_pos)]).float()
+        probs = at_sot.softmax(-1)
+        for r, p in zip(rows, probs[:, tok.no_speech].tolist()):
+            r.no_speech_prob = p
+        if detect:
+            lang_probs = at_sot[:, self.lang_ids].softmax(-1)
+            best = lang_probs.argmax(-1).tolist()
+            for r, b, lp in zip(rows, best, lang_probs.tolist()):
+                if r.language is None:
+                    r.language, r.language_prob = tok.language_of(int(self.lang_ids[b])), lp[b]
+            hidden, lengths = self._forward(cache, cross, [tok.sot_sequence(r.language, r.opts.task) for r in rows], rows)
+        last_hidden = hidden[torch.arange(len(rows)), lengths - 1]
+        pending = self._greedy(last_hidden[:, None], [[] for _ in rows], rows)  # (per row) the first token
+        for r, p in zip(rows, pending):
+            self._accept(r, p)
+
+        # Step loop: feed each live row its last token plus drafts, keep what greedy agrees with.
+        while True:
+            keep = [i for i, ri in enumerate(live) if not rows[ri].done]
+            if not keep:
+                break
+            if len(keep) < len(live):
+                idx = torch.tensor(keep, device=self.device)
+                cache.select(idx)
+                cross.select(idx)
+                last_hidden = last_hidden[idx]
+                live = [live[i] for i in keep]
+            active = [rows[i] for i in live]
+            drafts = drafter.propose(live, [r.out for r in active], last_hidden) if drafter else [[] for _ in active]
+            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, drafts)]
+            start = cache.lengths.clone()
+            hidden, lengths = self._forward(cache, cross, [[r.out[-1]] + d for r, d in zip(active, drafts)], active)
+            choices = self._greedy(hidden, drafts, active)
+            accepted = []
+            for r, d, c in zip(active, drafts, choices):
+                m = 0
+                while m < len(d) and d[m] == c[m][0]:
+                    m += 1
+                accepted.append(m)
+                self._accept(r, c[: m + 1])
+            acc = torch.tensor(accepted, device=self.device)
+            cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
+            last_hidden = hidden[torch.arange(len(active)), acc]
+        return [self._result(r) for r in rows]
+
+    def _row(self, index: int, opts: DecodeOptions) -> _Row:
+        tok = self.tok
+        prefix = [tok.sot]
+        if opts.prompt:
+            prompt = tok.encode(" " + opts.prompt.strip())[-(self.model.dims.n_text_ctx // 2 - 1):]
+            prefix = [tok.sot_prev, *prompt, tok.sot]
+        language = opts.language if tok.multilingual else "en"
+        if language is not None and language not in tok.languages:
+            raise ValueError(f"unknown language {language!r}; known: {', '.join(tok.languages)}")
+        row = _Row(index, opts, prefix, language)
+        room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task))
+        if room < opts.max_new_tokens:
+            row.opts = replace(opts, max_new_tokens=max(1, room))
+        return row
+
+    def _forward(self, cache, cross: CrossKV, feeds: list[list[int]], rows: list[_Row]) -> tuple[Tensor, Tensor]:
+        """Append each row's feed (variable lengths, right-padded) -> hidden (B, n, D), feed lengths (B,)."""
+        n = max(len(f) for f in feeds)
+        tokens = torch.tensor([f + [self.tok.eot] * (n - len(f)) for f in feeds], device=self.device)
+        lengths = torch.tensor([len(f) for f in feeds], device=self.device)
+        for r in rows:
+            r.forwards += 1
+        return self.model.decoder(tokens, cache, cross, lengths), lengths
+
+    def _greedy(self, hidden: Tensor, drafts: list[list[int]], rows: list[_Row]) -> list[list[tuple[int, float]]]:
+        """(token, log-prob) of the greedy choice at every position that matters: position j of a row predicts
+        the token after its j-th draft. Suppressed tokens are masked; a segment's first token also masks blank
+        and end of text."""
+        n = max(len(d) for d in drafts) + 1
+        logits = self.model.decoder.logits(hidden[:, :n]).masked_fill(self.suppress, float("-inf"))  # (B, n, V)
+        first = [i for i, r in enumerate(rows) if not r.out]
+        if first:
+            logits[first, 0] = logits[first, 0].masked_fill(self.suppress_begin, float("-inf"))
+        logp = logits.log_softmax(-1)
+        best = logp.argmax(-1)  # (B, n)
+        best_lp = logp.gather(-1, best[..., None])[..., 0]
+        return [list(zip(b[: len(d) + 1], lp)) for b, lp, d in zip(best.tolist(), best_lp.tolist(), drafts)]
+
+    def _accept(self, row: _Row, picks: list[tuple[int, float]]) -> None:
+        for t, lp in picks:
+            if row.done:
+                return
+            if t == self.tok.eot:
+                row.done = row.ended = True
+                row.logprob += lp
+                return
+            row.out.append(t)
+            row.logprob += lp
+            if len(row.out) >= row.cap:
+                row.done = True
+            elif self._loops(row.out, row.opts.repeat_tokens):
+                row.done = row.looped = True
+
+    @staticmethod
+    def _loops(out: list[int], span: int) -> bool:
+        """True when the tail repeats one phrase (period <= span/3) back to back over `span` tokens."""
+        if len(out) < span:
+            return False
+        tail = out[-span:]
+        return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
+
+    def _result(self, r: _Row) -> DecodeResult:
+        text = self.tok.decode(r.out)
+        if r.looped:  # keep one copy of the looping phrase
+            r.out = _cut_loop(r.out, r.opts.repeat_tokens)
+            text = self.tok.decode(r.out)
+        n = len(r.out) + r.ended
+        return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
+                            compression_ratio(text), r.looped, r.forwards, n)
+
+
+def _cut_loop(out: list[int], span: int) -> list[int]:
+    tail = out[-span:]
+    period = next(p for p in range(1, span // 3 + 1) if tail[:-p] == tail[p:])
+    end = len(out)
+    while end - 2 * period >= 0 and out[end - period : end] == out[end - 2 * period : end - period]:
+        end -= period
+    return out[:end]
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(gzip.compress(raw)) if raw else 0.0

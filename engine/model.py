@@ -1,0 +1,223 @@
+"""The Whisper encoder-decoder, read top to bottom: layers -> attention -> block -> encoder/decoder -> model.
+
+Shapes: B batch, T audio positions, n new tokens, L cached tokens, D model width, H heads.
+The KV cache lives outside the modules (KVCache, CrossKV): the caller owns it, one row per segment, and every
+row has its own length, so segments of a batch can advance (or roll back) by different numbers of tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    n_mels: int  # mel bins of the input features (80, or 128 for large-v3)
+    n_audio_ctx: int  # encoder positions of a 30 s window (1500)
+    n_audio_state: int
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int
+    n_text_ctx: int  # decoder positions (448)
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+
+
+class LayerNorm(nn.LayerNorm):
+    """Normalises in float32 whatever the weights' dtype: fp16/bf16 statistics drift."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).type(x.dtype)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
+    """Whisper's fixed encoder positions (length, channels); checkpoints carry the same table."""
+    inc = np.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2))
+    t = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+@dataclass
+class KVCache:
+    """Self-attention keys and values of every decoder layer: keys[i], values[i] are (B, capacity, D).
+
+    lengths (B,) counts the valid positions of each row; entries past it are stale and masked, so rolling back
+    rejected draft tokens is just `truncate`."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    lengths: Tensor
+
+    @classmethod
+    def empty(cls, n_layer: int, batch: int, capacity: int, dim: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+        z = lambda: torch.zeros(batch, capacity, dim, dtype=dtype, device=device)  # noqa: E731
+        return cls([z() for _ in range(n_layer)], [z() for _ in range(n_layer)], torch.zeros(batch, dtype=torch.long, device=device))
+
+    def truncate(self, lengths: Tensor) -> None:
+        """Roll every row back to `lengths` (B,) positions."""
+        self.lengths = torch.minimum(self.lengths, lengths)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only `rows` (indices), in that order: finished segments leave the batch."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+        self.lengths = self.lengths[rows]
+
+
+@dataclass
+class CrossKV:
+    """Cross-attention keys/values of every decoder layer, computed once per segment: (B, T, D) each.
+    mask (B, T) is True on real audio positions (None when no row is padded)."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    mask: Tensor | None
+
+    def select(self, rows: Tensor) -> None:
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+        self.mask = None if self.mask is None else self.mask[rows]
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None) -> Tensor:
+    """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D); mask broadcasts to (B, 1, n, L), True = attend."""
+    B, n, D = q.shape
+    heads = lambda t: t.view(B, t.shape[1], n_head, D // n_head).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+    return out.transpose(1, 2).reshape(B, n, D)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-norm transformer block. Self-attention q/k/v are one fused projection, cross-attention k/v another
+    (Whisper's key projections have no bias; checkpoints store zeros there)."""
+
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+        super().__init__()
+        self.n_head = n_head
+        self.attn_ln = LayerNorm(n_state)
+        self.qkv = nn.Linear(n_state, 3 * n_state)
+        self.attn_out = nn.Linear(n_state, n_state)
+        if cross_attention:
+            self.cross_ln = LayerNorm(n_state)
+            self.cross_q = nn.Linear(n_state, n_state)
+            self.cross_kv = nn.Linear(n_state, 2 * n_state)
+            self.cross_out = nn.Linear(n_state, n_state)
+        self.mlp_ln = LayerNorm(n_state)
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+
+    def forward(self, x: Tensor, mask: Tensor | None, step: DecoderStep | None = None, layer: int = 0) -> Tensor:
+        q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
+        if step is not None:  # decoder: append this step's keys/values to the cache, attend over all of it
+            cache = step.cache
+            cache.keys[layer][step.rows, step.positions] = k
+            cache.values[layer][step.rows, step.positions] = v
+            k, v = cache.keys[layer][:, : step.key_len], cache.values[layer][:, : step.key_len]
+        x = x + self.attn_out(attention(q, k, v, self.n_head, mask))
+        if step is not None:
+            cross = step.cross
+            q = self.cross_q(self.cross_ln(x))
+            x = x + self.cross_out(attention(q, cross.keys[layer], cross.values[layer], self.n_head, step.cross_mask))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+@dataclass
+class DecoderStep:
+    """Where one decoder forward reads and writes: the caches plus the positions of the new tokens (B, n)."""
+
+    cache: KVCache
+    cross: CrossKV
+    rows: Tensor  # (B, n) row index of every new token
+    positions: Tensor  # (B, n) cache position of every new token
+    key_len: int  # cache prefix that any row can attend to after this step
+    cross_mask: Tensor | None  # (B, 1, 1, T)
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
+        self.ln_post = LayerNorm(n_state)
+
+    def forward(self, mel: Tensor, frames: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """mel (B, n_mels, F) -> audio features (B, T = ceil(F/2), D) and their validity mask (B, T).
+
+        `frames` (B,) gives each row's real mel frames when rows were padded to a common F (true-length
+        encoding); padding is then kept out of every computation, so a row encodes exactly as it would alone."""
+        x = F.gelu(self.conv1(mel))
+        mask = None
+        if frames is not None:
+            x = x * (torch.arange(x.shape[-1], device=x.device) < frames[:, None])[:, None, :].to(x.dtype)
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
+        if frames is not None:
+            mask = torch.arange(x.shape[1], device=x.device)[None, :] < (frames[:, None] + 1) // 2
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.ln_post(x), mask
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.n_head = n_head
+        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
+        self.ln = LayerNorm(n_state)
+        self.unembed = nn.Linear(n_state, n_vocab, bias=False)  # tied to token_embedding (int8 makes its own copy)
+        self.unembed.weight = self.token_embedding.weight
+
+    def cross_kv(self, audio: Tensor, mask: Tensor | None) -> CrossKV:
+        """Project the encoder output (B, T, D) once into every layer's cross-attention keys/values."""
+        kv = [block.cross_kv(audio).chunk(2, dim=-1) for block in self.blocks]
+        return CrossKV([k for k, _ in kv], [v for _, v in kv], mask)
+
+    def forward(self, tokens: Tensor, cache: KVCache, cross: CrossKV, n_new: Tensor | None = None) -> Tensor:
+        """tokens (B, n) appended after each row's cached prefix -> final hidden states (B, n, D).
+
+        n_new (B,) says how many of the n tokens of each row are real (the rest is padding, written to the
+        cache past the row's length and so never attended to); the cache advances by n_new."""
+        B, n = tokens.shape
+        positions = cache.lengths[:, None] + torch.arange(n, device=tokens.device)  # (B, n)
+        key_len = int(positions.max()) + 1
+        ctx = self.positional_embedding.shape[0]
+        x = self.token_embedding(tokens) + self.positional_embedding[positions.clamp(max=ctx - 1)]
+        causal = torch.arange(key_len, device=tokens.device)[None, None, :] <= positions[:, :, None]  # (B, n, L)
+        cross_mask = None if cross.mask is None else cross.mask[:, None, None, :]
+        rows = torch.arange(B, device=tokens.device)[:, None].expand(B, n)
+        step = DecoderStep(cache, cross, rows, positions, key_len, cross_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal[:, None], step, i)
+        cache.lengths = cache.lengths + (n if n_new is None else n_new)
+        return self.ln(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., D) -> (..., n_vocab) in float32."""
+        return self.unembed(hidden).float()
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDimensions):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer)
+        self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer)
+
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        d = self.dims
+        ref = self.decoder.positional_embedding
+        return KVCache.empty(d.n_text_layer, batch, capacity or d.n_text_ctx + 16, d.n_text_state, ref.dtype, ref.device)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865

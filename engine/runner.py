@@ -1,0 +1,163 @@
+"""The model runner: loads a Whisper model for a device and compute type, and runs batches of segments.
+
+Arrays in (16 kHz float32 segments of at most 30 s), text and tokens out. It decides nothing about what to run
+when: a scheduler (or the CLI) hands it batches."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
+from engine.checkpoint import load_checkpoint
+from engine.decoding import DecodeOptions, DecodeResult, Drafter, GreedyDecoder
+from engine.model import Whisper
+from engine.models import resolve
+from engine.tokenizer import Tokenizer
+
+DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+ENCODER_MODES = ("trim", "full")  # trim: encode the segment's true length; full: pad to Whisper's 30 s window
+ZH_SCRIPTS = ("simplified", "traditional", "as-is")
+MIN_SAMPLES = SAMPLE_RATE // 10  # 100 ms: shorter input holds no word
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "base"  # bundled name (base, tiny.en) or a model folder
+    device: str = "auto"  # cuda when available, else cpu
+    compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (all cores)
+    encoder: str = "trim"  # see ENCODER_MODES; trim measured as accurate as full on ../shared/speech (README)
+    zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
+    max_batch: int = 16  # segments per encoder/decoder batch
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),
+                              ("zh_script", ZH_SCRIPTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.threads < 0 or self.max_batch < 1:
+            raise ValueError("threads must be >= 0 and max_batch >= 1")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # post-processed: stripped, Chinese script converted, empty when the segment is silence
+    result: DecodeResult  # tokens and counters of the decode
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (is the CUDA build of torch installed?)")
+    return torch.device(device)
+
+
+def pick_compute_type(compute_type: str, device: torch.device) -> str:
+    if compute_type == "auto":
+        return "float16" if device.type == "cuda" else "int8"
+    if compute_type == "int8" and device.type != "cpu":
+        raise ValueError("compute type int8 runs on the CPU only; use float16 or bfloat16 on CUDA")
+    return compute_type
+
+
+def quantize_int8(model: Whisper) -> Whisper:
+    """Dynamic int8 linears (per-output-channel weight scales, activations quantised per call); the embedding,
+    convolutions and layer norms stay float32. The tied unembedding gets its own int8 copy."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch >= 2.10 points at torchao; the eager API is still maintained here
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        self.config = config
+        self.device = pick_device(config.device)
+        self.compute_type = pick_compute_type(config.compute_type, self.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        folder = resolve(config.model)
+        ckpt = load_checkpoint(folder)
+        model = Whisper(ckpt.dims)
+        model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
+        model.eval()
+        if self.compute_type == "int8":
+            model = quantize_int8(model)
+        elif self.compute_type != "float32":
+            model = model.to(getattr(torch, self.compute_type))
+        self.model = model.to(self.device)
+        self.dtype = torch.float32 if self.compute_type == "int8" else getattr(torch, self.compute_type)
+        self.tokenizer = Tokenizer.from_file(folder / "tokenizer.json", multilingual=model.is_multilingual)
+        self.decoder = GreedyDecoder(self.model, self.tokenizer, ckpt.suppress_ids, ckpt.suppress_ids_begin)
+        self.model_name = config.model
+
+    @cached_property
+    def _opencc(self):
+        import opencc
+
+        return opencc.OpenCC("t2s" if self.config.zh_script == "simplified" else "s2t")
+
+    @torch.inference_mode()
+    def features(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Segments -> mel batch (B, n_mels, F) and each row's real frames (None in full-window mode)."""
+        n_mels = self.model.dims.n_mels
+        if self.config.encoder == "full":
+            mels = [log_mel_spectrogram(a, n_mels, padding=N_SAMPLES)[:, :N_FRAMES] for a in audios]
+            return torch.stack(mels).to(self.device, self.dtype), None
+        frames = [max(2, n_frames(len(a))) for a in audios]
+        width = max(frames) + max(frames) % 2
+        batch = torch.zeros(len(audios), n_mels, width)
+        for i, (a, f) in enumerate(zip(audios, frames)):
+            batch[i, :, :f] = log_mel_spectrogram(a, n_mels, padding=HOP_PAD)[:, :f]
+        return batch.to(self.device, self.dtype), torch.tensor(frames, device=self.device)
+
+    @torch.inference_mode()
+    def transcribe(self, audios: list[np.ndarray], options: DecodeOptions | list[DecodeOptions] = DecodeOptions(),
+                   drafter: Drafter | None = None) -> list[Transcript]:
+        """16 kHz mono float32 segments (each 0.1-30 s) -> one Transcript each, in order, batched by max_batch."""
+        opts = options if isinstance(options, list) else [options] * len(audios)
+        for a in audios:
+            check_segment(a)
+        out: list[Transcript] = []
+        for i in range(0, len(audios), self.config.max_batch):
+            chunk, chunk_opts = audios[i : i + self.config.max_batch], opts[i : i + self.config.max_batch]
+            mel, frames = self.features(chunk)
+            audio, mask = self.model.encoder(mel, frames)
+            cross = self.model.decoder.cross_kv(audio, mask)
+            results = self.decoder.decode(cross, chunk_opts, drafter)
+            out += [self._finish(r, o) for r, o in zip(results, chunk_opts)]
+        return out
+
+    def _finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
+        if r.silent(opts):
+            return Transcript("", r)
+        text = r.text.strip()
+        if r.language == "zh" and self.config.zh_script != "as-is":
+            text = self._opencc.convert(text)
+        return Transcript(text, r)
+
+    def warm_up(self) -> None:
+        """One short decode so the first real request does not pay for lazy initialisation."""
+        self.transcribe([np.zeros(SAMPLE_RATE, dtype=np.float32)], replace(DecodeOptions(), language="en", max_new_tokens=4))
+
+
+HOP_PAD = 400  # samples of zeros after a trimmed segment: the last frames see silence, not a reflection
+
+
+def check_segment(audio: np.ndarray) -> None:
+    """The runner's input contract; callers split long audio and decode containers before this."""
+    if not isinstance(audio, np.ndarray) or audio.ndim != 1 or audio.dtype != np.float32:
+        raise ValueError("a segment is a 1-D float32 numpy array of 16 kHz mono samples")
+    if len(audio) < MIN_SAMPLES:
+        raise ValueError(f"segment of {len(audio)} samples: at least {MIN_SAMPLES} (0.1 s) are needed")
+    if len(audio) > N_SAMPLES:
+        raise ValueError(f"segment of {len(audio) / SAMPLE_RATE:.1f} s: at most 30 s; split longer audio first")
+    if not np.isfinite(audio).all():
+        raise ValueError("segment contains NaN or infinite samples")

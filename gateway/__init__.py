@@ -1,0 +1,1 @@
+"""livecaptions: self-hosted real-time captioning."""

@@ -1,0 +1,70 @@
+"""Constants and the validated, immutable configuration of the streaming segmenter."""
+import math
+from dataclasses import dataclass
+
+VAD_SAMPLE_RATES = (8000, 16000, 32000, 48000)  # Hz: the only rates webrtcvad accepts
+VAD_FRAME_MS = (10, 20, 30)  # ms: the only frame lengths webrtcvad accepts
+VAD_AGGRESSIVENESS = range(4)  # 0 (keeps the most audio) .. 3 (rejects the most non-speech)
+INT16_SCALE = 32768  # float32 in [-1, 1] <-> int16, the same scale Whisper's loader divides by
+QUIET_SEARCH_MS = 1000  # ms: a forced split cuts at the quietest frame of the segment's last second
+
+
+def ms_to_samples(ms: float, sample_rate: int) -> int:
+    """Whole samples in `ms` milliseconds; exact for integer ms at every rate webrtcvad accepts."""
+    return round(ms * sample_rate / 1000)
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Tunables of `Segmenter`; every duration is in milliseconds except `max_segment_s`.
+
+    Defaults were measured on /work/shared/speech clips spliced with silence and -40 dBFS noise: both speech
+    edges land within ~60 ms of the energy-defined edge at aggressiveness 2 with 10 ms frames."""
+
+    sample_rate: int = 16000  # Hz
+    frame_ms: int = 10  # ms per webrtcvad decision: the finest grid, so edges are placed to 10 ms
+    aggressiveness: int = 2  # 0/1 call -40 dBFS brown noise speech; 3 chops speech at weak vowels
+    start_window_ms: int = 300  # ms: speech starts once `start_ratio` of this sliding window is voiced
+    start_ratio: float = 0.65  # 65 % of 300 ms = 200 ms voiced: a click or a cough-let cannot open a segment
+    endpoint_ms: int = 600  # ms of unvoiced frames that end speech: shorter pauses stay inside one utterance
+    pre_roll_ms: int = 200  # ms kept before the first voiced frame, so soft onsets (fricatives) survive
+    post_roll_ms: int = 200  # ms kept after the last voiced frame, so word tails survive
+    min_speech_ms: int = 250  # ms from first to last voiced frame below which a burst is dropped as a click
+    max_segment_s: float = 20.0  # s: longer speech is force-split, keeping each piece well inside Whisper's 30 s
+    partial_interval_ms: int = 500  # ms of new audio between PartialDue events while a segment is open
+
+    def __post_init__(self) -> None:
+        if self.sample_rate not in VAD_SAMPLE_RATES:
+            raise ValueError(f"sample_rate must be one of {VAD_SAMPLE_RATES} Hz (webrtcvad), got {self.sample_rate}")
+        if self.frame_ms not in VAD_FRAME_MS:
+            raise ValueError(f"frame_ms must be one of {VAD_FRAME_MS} (webrtcvad), got {self.frame_ms}")
+        if self.aggressiveness not in VAD_AGGRESSIVENESS:
+            raise ValueError(f"aggressiveness must be 0..3, got {self.aggressiveness}")
+        if self.start_window_ms < self.frame_ms:
+            raise ValueError(f"start_window_ms ({self.start_window_ms}) must hold at least one {self.frame_ms} ms frame")
+        if not 0.0 < self.start_ratio <= 1.0:
+            raise ValueError(f"start_ratio must be in (0, 1], got {self.start_ratio}")
+        if min(self.pre_roll_ms, self.post_roll_ms, self.min_speech_ms) < 0:
+            raise ValueError("pre_roll_ms, post_roll_ms and min_speech_ms must be >= 0")
+        if not self.post_roll_ms <= self.endpoint_ms:  # the post-roll must already be heard when speech ends
+            raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed endpoint_ms ({self.endpoint_ms})")
+        if self.endpoint_ms < self.frame_ms or self.partial_interval_ms < self.frame_ms:
+            raise ValueError(f"endpoint_ms and partial_interval_ms must be at least one frame ({self.frame_ms} ms)")
+        if self.max_segment_s * 1000 < QUIET_SEARCH_MS:  # the split point is searched in the last second
+            raise ValueError(f"max_segment_s must be >= {QUIET_SEARCH_MS / 1000} s, got {self.max_segment_s}")
+
+    @property
+    def frame_samples(self) -> int:
+        return ms_to_samples(self.frame_ms, self.sample_rate)
+
+    @property
+    def window_frames(self) -> int:
+        return self.start_window_ms // self.frame_ms
+
+    @property
+    def start_frames(self) -> int:
+        """Voiced frames the start window needs (at least one, so an all-silent window never starts speech)."""
+        return max(1, math.ceil(self.start_ratio * self.window_frames - 1e-9))  # - 1e-9: 0.6 * 30 is 18.000000000000004
+
+    def samples(self, ms: float) -> int:
+        return ms_to_samples(ms, self.sample_rate)
