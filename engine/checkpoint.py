@@ -93,12 +93,8 @@ def _block_map(src: str, dst: str, cross: bool) -> dict[str, str]:
     return out
 
 
-def load_ct2(model_dir: Path) -> Checkpoint:
-    """A CTranslate2 Whisper folder: model.bin + config.json (suppress lists)."""
-    model_dir = Path(model_dir)
-    v = read_ct2_variables(model_dir / "model.bin")
-    n_enc = sum(1 for n in v if n.startswith("encoder/layer_") and n.endswith("ffn/linear_0/weight"))
-    n_dec = sum(1 for n in v if n.startswith("decoder/layer_") and n.endswith("ffn/linear_0/weight"))
+def ct2_names(n_enc: int, n_dec: int) -> dict[str, str]:
+    """Our parameter names -> CTranslate2 WhisperSpec variable names."""
     names = {"encoder.conv1.weight": "encoder/conv1/weight", "encoder.conv1.bias": "encoder/conv1/bias",
              "encoder.conv2.weight": "encoder/conv2/weight", "encoder.conv2.bias": "encoder/conv2/bias",
              "encoder.positional_embedding": "encoder/position_encodings/encodings",
@@ -110,6 +106,16 @@ def load_ct2(model_dir: Path) -> Checkpoint:
         names |= _block_map(f"encoder/layer_{i}", f"encoder.blocks.{i}", cross=False)
     for i in range(n_dec):
         names |= _block_map(f"decoder/layer_{i}", f"decoder.blocks.{i}", cross=True)
+    return names
+
+
+def load_ct2(model_dir: Path) -> Checkpoint:
+    """A CTranslate2 Whisper folder: model.bin + config.json (suppress lists)."""
+    model_dir = Path(model_dir)
+    v = read_ct2_variables(model_dir / "model.bin")
+    n_enc = sum(1 for n in v if n.startswith("encoder/layer_") and n.endswith("ffn/linear_0/weight"))
+    n_dec = sum(1 for n in v if n.startswith("decoder/layer_") and n.endswith("ffn/linear_0/weight"))
+    names = ct2_names(n_enc, n_dec)
     missing = [t for t in names.values() if t not in v]
     if missing:
         raise CheckpointError(f"{model_dir}/model.bin lacks Whisper variables, e.g. {missing[:3]}")

@@ -27,7 +27,8 @@ class DecodeOptions:
     max_new_tokens: int = 224  # per-segment cap (Whisper's sample length: half the text context)
     no_speech_threshold: float = 0.6  # with a low avg log-prob, a higher no-speech probability means "silence"
     logprob_threshold: float = -1.0
-    repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it
+    repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it (0: off)
+    compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
@@ -209,20 +210,21 @@ class GreedyDecoder:
                 row.done = True
             elif self._loops(row.out, row.opts.repeat_tokens):
                 row.done = row.looped = True
+            elif row.opts.repeat_tokens and len(row.out) >= 2 * row.opts.repeat_tokens and len(row.out) % 16 == 0:
+                row.looped = row.done = compression_ratio(self.tok.decode(row.out)) > row.opts.compression_ratio_threshold
 
     @staticmethod
     def _loops(out: list[int], span: int) -> bool:
         """True when the tail repeats one phrase (period <= span/3) back to back over `span` tokens."""
-        if len(out) < span:
+        if not span or len(out) < span:
             return False
         tail = out[-span:]
         return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
 
     def _result(self, r: _Row) -> DecodeResult:
-        text = self.tok.decode(r.out)
-        if r.looped:  # keep one copy of the looping phrase
+        if r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase
             r.out = _cut_loop(r.out, r.opts.repeat_tokens)
-            text = self.tok.decode(r.out)
+        text = self.tok.decode(r.out)
         n = len(r.out) + r.ended
         return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
                             compression_ratio(text), r.looped, r.forwards, n)

@@ -31,7 +31,8 @@ class EngineConfig:
     device: str = "auto"  # cuda when available, else cpu
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (all cores)
-    encoder: str = "trim"  # see ENCODER_MODES; trim measured as accurate as full on ../shared/speech (README)
+    encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s measured as accurate as full on ../shared/speech (README)
+    trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
     zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
     max_batch: int = 16  # segments per encoder/decoder batch
 
@@ -40,8 +41,8 @@ class EngineConfig:
                               ("zh_script", ZH_SCRIPTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.threads < 0 or self.max_batch < 1:
-            raise ValueError("threads must be >= 0 and max_batch >= 1")
+        if self.threads < 0 or self.max_batch < 1 or not 0 <= self.trim_pad_s <= 30:
+            raise ValueError("threads must be >= 0, max_batch >= 1 and trim_pad_s in 0..30")
 
 
 @dataclass(frozen=True)
@@ -105,43 +106,56 @@ class ModelRunner:
         return opencc.OpenCC("t2s" if self.config.zh_script == "simplified" else "s2t")
 
     @torch.inference_mode()
-    def features(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def features(self, audios: list[np.ndarray], encoder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segments -> mel batch (B, n_mels, F) and each row's real frames (None in full-window mode)."""
         n_mels = self.model.dims.n_mels
-        if self.config.encoder == "full":
+        if encoder == "full":
             mels = [log_mel_spectrogram(a, n_mels, padding=N_SAMPLES)[:, :N_FRAMES] for a in audios]
             return torch.stack(mels).to(self.device, self.dtype), None
-        frames = [max(2, n_frames(len(a))) for a in audios]
+        pad = int(self.config.trim_pad_s * SAMPLE_RATE)
+        frames = [min(N_FRAMES, max(2, n_frames(len(a) + pad))) for a in audios]
         width = max(frames) + max(frames) % 2
         batch = torch.zeros(len(audios), n_mels, width)
         for i, (a, f) in enumerate(zip(audios, frames)):
-            batch[i, :, :f] = log_mel_spectrogram(a, n_mels, padding=HOP_PAD)[:, :f]
+            batch[i, :, :f] = log_mel_spectrogram(a, n_mels, padding=pad + HOP_PAD)[:, :f]
         return batch.to(self.device, self.dtype), torch.tensor(frames, device=self.device)
 
     @torch.inference_mode()
     def transcribe(self, audios: list[np.ndarray], options: DecodeOptions | list[DecodeOptions] = DecodeOptions(),
-                   drafter: Drafter | None = None) -> list[Transcript]:
-        """16 kHz mono float32 segments (each 0.1-30 s) -> one Transcript each, in order, batched by max_batch."""
+                   drafter: Drafter | None = None, encoder: str | None = None) -> list[Transcript]:
+        """16 kHz mono float32 segments (each 0.1-30 s) -> one Transcript each, in order, batched by max_batch.
+        `encoder` overrides the configured encoder mode for this call."""
         opts = options if isinstance(options, list) else [options] * len(audios)
+        encoder = encoder or self.config.encoder
         for a in audios:
             check_segment(a)
         out: list[Transcript] = []
         for i in range(0, len(audios), self.config.max_batch):
             chunk, chunk_opts = audios[i : i + self.config.max_batch], opts[i : i + self.config.max_batch]
-            mel, frames = self.features(chunk)
-            audio, mask = self.model.encoder(mel, frames)
-            cross = self.model.decoder.cross_kv(audio, mask)
-            results = self.decoder.decode(cross, chunk_opts, drafter)
+            results = self._run(chunk, chunk_opts, drafter, encoder)
+            # Whisper falls back to sampling when a decode loops; we fall back to the 30 s window it was trained on.
+            retry = [j for j, r in enumerate(results) if r.looped and encoder == "trim"]
+            if retry:
+                again = self._run([chunk[j] for j in retry], [chunk_opts[j] for j in retry], drafter, "full")
+                for j, r in zip(retry, again):
+                    results[j] = r
             out += [self._finish(r, o) for r, o in zip(results, chunk_opts)]
         return out
 
+    def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], drafter: Drafter | None, encoder: str) -> list[DecodeResult]:
+        mel, frames = self.features(audios, encoder)
+        audio, mask = self.model.encoder(mel, frames)
+        return self.decoder.decode(self.model.decoder.cross_kv(audio, mask), opts, drafter)
+
     def _finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
-        if r.silent(opts):
-            return Transcript("", r)
-        text = r.text.strip()
-        if r.language == "zh" and self.config.zh_script != "as-is":
+        return Transcript("" if r.silent(opts) else self.postprocess(r.text, r.language), r)
+
+    def postprocess(self, text: str, language: str) -> str:
+        """The model's text as we return it: stripped, Chinese in the configured script."""
+        text = text.strip()
+        if language == "zh" and self.config.zh_script != "as-is":
             text = self._opencc.convert(text)
-        return Transcript(text, r)
+        return text
 
     def warm_up(self) -> None:
         """One short decode so the first real request does not pay for lazy initialisation."""

@@ -1,0 +1,1 @@
+"""Benchmarks: tables with ratios against the peer measured in the same run."""

@@ -1,0 +1,33 @@
+"""Fixtures shared by every test package: the reference speech and engine runners (loaded once per session)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.scoring import Clip, clips
+
+
+@pytest.fixture(scope="session")
+def speech() -> list[Clip]:
+    return clips()
+
+
+@pytest.fixture(scope="session")
+def runners():
+    """get(model, compute_type) -> a CPU ModelRunner, built once per configuration for the whole session."""
+    from engine.runner import EngineConfig, ModelRunner
+
+    cache: dict[tuple, ModelRunner] = {}
+
+    def get(model: str = "base", compute_type: str = "int8") -> ModelRunner:
+        if (model, compute_type) not in cache:
+            cache[model, compute_type] = ModelRunner(EngineConfig(model=model, compute_type=compute_type, device="cpu"))
+        return cache[model, compute_type]
+
+    return get
+
+
+def load_clip(clip: Clip) -> np.ndarray:
+    from gateway.media import decode_file
+
+    return decode_file(clip.path)
