@@ -37,7 +37,7 @@ def decode_file(source: str | Path | bytes | BinaryIO) -> np.ndarray:
     try:
         with av.open(source if not isinstance(source, Path) else str(source), metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise AudioError(f"{name}: the file has no audio stream")
+                raise AudioError(f"{name}: not an audio file (no audio stream found)")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate or stream.rate
             chunks = []

@@ -1,59 +1,100 @@
-"""Per-frame speech decisions: webrtcvad, vetoed where the audio is stationary noise.
+"""Per-frame speech decisions: webrtcvad's, vetoed where the audio is steady noise or far below the speech around it.
 
-webrtcvad adapts its noise model slowly: when a steady hiss starts after a quiet stretch (a fan, a mic gain step,
--40 dBFS white noise after a clip) it calls the noise speech for 1-3 s. Speech is never steady for long: on the
-reference clips every 300 ms of loud speech spans >= 6.9 dB of frame energy, while white or brown noise spans
-<= 4.6 dB. So audio whose frame energies stay within NOISE_RANGE_DB for NOISE_WINDOW_MS is noise, its level becomes
-the noise floor, and a frame counts as speech only if webrtcvad says so and it is NOISE_MARGIN_DB above that floor.
-Deciding that needs NOISE_WINDOW_MS of look-ahead, so decisions come out that much late (and exact)."""
+webrtcvad adapts its noise model slowly and never fully: after a step up in background level (a fan starting,
+-40 dBFS hiss after a quiet stretch, even a clip's room tone after digital silence) it calls 15-50 % of the noise
+speech for many seconds. So a voiced frame must also pass:
+
+- Steadiness. Speech is never steady for long: on the reference clips every 300 ms of loud speech spans >= 6.9 dB
+  of frame energy (energy_db), while white or brown noise spans <= 4.6 dB. Frames in a window that stays within
+  NOISE_RANGE_DB for NOISE_WINDOW_MS are noise, and later frames must clear that window's loudest frame by
+  NOISE_MARGIN_DB.
+- Escape. energy_db weighs high frequencies, so hiss can hide quiet speech there while the speech still shows in
+  the full-band level_db: a frame ESCAPE_DB louder (level_db) than the steady noise is speech riding on it.
+- Level. A frame EDGE_DB below the speech envelope (the loudest frame of the next NOISE_WINDOW_MS, or an earlier
+  one less ENVELOPE_DECAY_DB_S per second since) is background: crowd murmur or room tone next to a talker.
+
+Labels need NOISE_WINDOW_MS of look-ahead, so they come out that much late, and the same whatever the chunking."""
 import math
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import webrtcvad
 
 from vad.config import SegmenterConfig
 
-NOISE_WINDOW_MS = 300  # ms of steady energy that prove noise (speech is steady for at most ~200 ms)
-NOISE_RANGE_DB = 5.0  # dB: max - min frame energy of noise over NOISE_WINDOW_MS (4.6 at 8 kHz, 1.8 at 48 kHz)
-NOISE_MARGIN_DB = 3.0  # dB above the loudest frame of the noise window that speech must reach
+NOISE_WINDOW_MS = 300  # ms of steady energy that prove noise (loud speech is never that steady)
+NOISE_RANGE_DB = 5.0  # dB: noise spans <= 4.6 dB over NOISE_WINDOW_MS (80-sample frames at 8 kHz; 1.8 at 48 kHz)
+NOISE_MARGIN_DB = 3.0  # dB of energy above the loudest frame of the latest noise window that speech must reach
+ESCAPE_DB = 6.0  # dB of level above the steady noise's loudest frame that marks speech on top of it
+EDGE_DB = 25.0  # dB below the envelope where speech ends and background begins
+ENVELOPE_DECAY_DB_S = 5.0  # dB/s: a talker 25 dB softer than the last one is heard again within 5 s
 
 
-def frame_energy_db(frame: np.ndarray) -> float:
-    """Energy of the first difference, in dB re 1 LSB^2 (digital silence is 0 dB). Differencing pre-emphasises
-    like speech front ends do: it removes DC and whitens brown noise, whose raw energy wanders with sub-audio drift."""
+def energy_db(frame: np.ndarray) -> float:
+    """Energy of the first difference, dB re 1 LSB^2 (digital silence: 0 dB). Differencing pre-emphasises as speech
+    front ends do: it removes DC and whitens brown noise, whose raw level wanders with its sub-audio drift, so any
+    steady noise reads as steady."""
     d = np.diff(frame.astype(np.float64))
     return 10.0 * math.log10(float(np.dot(d, d)) / max(len(d), 1) + 1.0)
 
 
+def level_db(frame: np.ndarray) -> float:
+    """Mean square with the DC removed, dB re 1 LSB^2: unlike energy_db it keeps the vowels' low frequencies, which
+    carry most of speech's loudness."""
+    x = frame.astype(np.float64)
+    x -= x.mean()
+    return 10.0 * math.log10(float(np.dot(x, x)) / len(x) + 1.0)
+
+
+@dataclass
+class _Frame:
+    voiced: bool  # webrtcvad's verdict
+    energy: float  # energy_db
+    level: float  # level_db
+    steady: bool = False  # inside a steady (noise) window
+
+
 class FrameClassifier:
     """Push int16 frames in order; each push returns the final label of the frame `delay` frames back, or None
-    while the look-ahead fills. `drain()` labels what is left at the end of the stream."""
+    while the look-ahead fills. `drain()` labels the rest at the end of the stream."""
 
     def __init__(self, config: SegmenterConfig) -> None:
         self._vad = webrtcvad.Vad(config.aggressiveness)  # stateful (it adapts): one per stream
         self._rate = config.sample_rate
         self.delay = max(1, NOISE_WINDOW_MS // config.frame_ms)  # frames of look-ahead
-        self._queue: deque[tuple[bool, float]] = deque()  # (webrtcvad's verdict, energy) of undecided frames
-        self._pushed = 0
-        self._noise_until = -1  # index of the newest frame in the latest all-noise window
-        self._noise_db = math.inf  # floor speech must clear; nothing is known yet
+        self._decay = ENVELOPE_DECAY_DB_S * config.frame_ms / 1000  # dB per frame
+        self._queue: deque[_Frame] = deque()  # frames pushed but not yet labelled, oldest first
+        self._noise_energy = math.inf  # energy floor speech must clear (nothing known yet)
+        self._noise_level = math.inf  # level of the steady noise, to escape from (nothing known yet)
+        self._envelope = -math.inf  # decayed level of the loudest frame labelled so far
 
     def push(self, frame: np.ndarray) -> bool | None:
-        energy = frame_energy_db(frame)
-        self._queue.append((self._vad.is_speech(frame.tobytes(), self._rate), energy))
-        self._pushed += 1
-        self._noise_db = min(self._noise_db, energy + NOISE_RANGE_DB)  # the background got quieter: follow at once
-        label = self._release() if len(self._queue) > self.delay else None
-        window = [e for _, e in self._queue]  # the newest `delay` frames
-        if len(window) == self.delay and max(window) - min(window) < NOISE_RANGE_DB:
-            self._noise_until, self._noise_db = self._pushed - 1, max(window)
-        return label
+        new = _Frame(self._vad.is_speech(frame.tobytes(), self._rate), energy_db(frame), level_db(frame))
+        self._queue.append(new)
+        self._noise_energy = min(self._noise_energy, new.energy + NOISE_RANGE_DB)  # quieter background: follow now
+        window = list(self._queue)[-self.delay:]
+        energies, levels = [f.energy for f in window], [f.level for f in window]
+        if len(window) == self.delay and max(energies) - min(energies) < NOISE_RANGE_DB:
+            self._noise_energy = max(energies)
+            for f in window:
+                f.steady = True
+            # Learn the noise's level when the level is steady too (hiss), mostly well above the known one (a new,
+            # low-pitched noise: brown noise's level swings 15 dB) or all below it (the noise went quieter). Anything
+            # else is speech riding on the known noise, which must not raise it.
+            typical = float(np.median(levels))
+            if (max(levels) - min(levels) < NOISE_RANGE_DB or typical > self._noise_level + NOISE_RANGE_DB
+                    or max(levels) < self._noise_level):
+                self._noise_level = max(levels)
+        return self._release() if len(self._queue) > self.delay else None
 
     def drain(self) -> list[bool]:
         return [self._release() for _ in range(len(self._queue))]
 
     def _release(self) -> bool:
-        index = self._pushed - len(self._queue)
-        voiced, energy = self._queue.popleft()
-        return voiced and index > self._noise_until and energy > self._noise_db + NOISE_MARGIN_DB
+        f = self._queue.popleft()
+        self._envelope = max(self._envelope - self._decay, f.level)
+        envelope = max([self._envelope] + [ahead.level for ahead in self._queue])
+        above_noise = not f.steady and f.energy > self._noise_energy + NOISE_MARGIN_DB
+        escaped = f.level > self._noise_level + ESCAPE_DB
+        return f.voiced and (above_noise or escaped) and f.level >= envelope - EDGE_DB

@@ -1,0 +1,233 @@
+"""The streaming segmenter on real speech: determinism, chunking, no lost audio, speech edges, edge cases."""
+import itertools
+
+import numpy as np
+import pytest
+import soxr
+
+from vad.config import SegmenterConfig
+from vad.events import Event, PartialDue, SpeechEnded, SpeechStarted
+from vad.segmenter import Segmenter, to_int16
+
+RATE = 16000
+TOLERANCE_S = 0.150  # the acceptance bar: a detected speech edge lies within 150 ms of the true one
+
+
+def stream(pcm: np.ndarray, sizes: list[int] | int | None = None, config: SegmenterConfig | None = None) -> list[Event]:
+    """Feed `pcm` in chunks of `sizes` (cycled; all at once if None), flush, and return every event in order."""
+    segmenter, events, pos = Segmenter(config), [], 0
+    chunks = itertools.cycle([len(pcm)] if sizes is None else [sizes] if isinstance(sizes, int) else sizes)
+    while pos < len(pcm):
+        n = next(chunks)
+        events += segmenter.feed(pcm[pos:pos + n])
+        pos += n
+    return events + segmenter.flush()
+
+
+def ended(events: list[Event]) -> list[SpeechEnded]:
+    return [e for e in events if isinstance(e, SpeechEnded)]
+
+
+def speech_spans(segments: list[SpeechEnded], config: SegmenterConfig) -> list[tuple[float, float]]:
+    """Detected speech edges in seconds: start/end include the pre/post roll, so take it off again."""
+    return [(e.start_s + config.pre_roll_ms / 1000, e.end_s - config.post_roll_ms / 1000) for e in segments]
+
+
+def assert_boundaries(segments, runs, noise_only, config, rate=RATE) -> None:
+    """Every detected edge within TOLERANCE_S of a true one; all speech kept; silences >= endpoint_ms split, short
+    pauses do not (each judged with the tolerance on both sides); noise-only stretches hold no speech."""
+    spans = speech_spans(segments, config)
+    runs = [(a / rate, b / rate) for a, b in runs]
+    starts, ends = np.array([a for a, _ in runs]), np.array([b for _, b in runs])
+    errors = [(round(on, 3), round(float(np.min(np.abs(starts - on))), 3), round(off, 3),
+               round(float(np.min(np.abs(ends - off))), 3)) for on, off in spans]
+    assert all(max(e[1], e[3]) <= TOLERANCE_S for e in errors), f"(onset, error, offset, error) s: {errors}"
+    inside = [[i for i, (on, off) in enumerate(spans) if on - TOLERANCE_S <= a and b <= off + TOLERANCE_S]
+              for a, b in runs]
+    assert all(inside), f"speech runs outside every segment: {[r for r, i in zip(runs, inside) if not i]}"
+    endpoint = config.endpoint_ms / 1000
+    for ((_, b0), i0), ((a1, _), i1) in zip(zip(runs, inside), zip(runs[1:], inside[1:])):
+        if a1 - b0 >= endpoint + 2 * TOLERANCE_S:
+            assert not set(i0) & set(i1), f"silence {b0:.2f}-{a1:.2f} s did not split"
+        elif a1 - b0 <= endpoint - 2 * TOLERANCE_S:
+            assert set(i0) & set(i1), f"pause {b0:.2f}-{a1:.2f} s split an utterance"
+    for a, b in noise_only:
+        a, b = a / rate + TOLERANCE_S, b / rate - TOLERANCE_S
+        assert not [s for s in spans if s[0] < b and s[1] > a], f"speech found in noise {a:.2f}-{b:.2f} s"
+
+
+def test_boundaries_on_spliced_speech(spliced):
+    config = SegmenterConfig()
+    segments = ended(stream(spliced.pcm, config=config))
+    assert len(segments) >= 6  # one per clip at least: jfk and one-two-three have pauses that split them
+    assert_boundaries(segments, spliced.runs, spliced.noise_only, config)
+
+
+@pytest.mark.parametrize("rate", [8000, 48000])
+def test_boundaries_at_other_rates(spliced, rate):
+    pcm = soxr.resample(spliced.pcm.astype(np.float32) / 32768, RATE, rate)
+    config = SegmenterConfig(sample_rate=rate)
+    segments = ended(stream(to_int16(pcm), sizes=rate // 7, config=config))
+    runs = [(a * rate // RATE, b * rate // RATE) for a, b in spliced.runs]
+    noise_only = [(a * rate // RATE, b * rate // RATE) for a, b in spliced.noise_only]
+    assert_boundaries(segments, runs, noise_only, config, rate=rate)
+
+
+def test_chunk_size_invariant_and_deterministic(spliced):
+    whole = stream(spliced.pcm)
+    assert len(ended(whole)) > 5
+    for sizes in (160, 592, RATE, [0, 1, 7, 0, 333, 4000, 161]):  # 10 ms, 37 ms, 1 s, ragged with empty chunks
+        assert stream(spliced.pcm, sizes) == whole, sizes
+    assert stream(spliced.pcm) == whole
+
+
+def test_no_lost_audio(spliced):
+    pcm, config = spliced.pcm, SegmenterConfig()
+    events = stream(pcm, 592, config)
+    segments = ended(events)
+    pieces, pos = [], 0
+    for i, seg in enumerate(segments):
+        assert seg.index == i and pos <= seg.start < seg.end  # ordered, non-overlapping
+        assert seg.audio.dtype == np.int16 and np.array_equal(seg.audio, pcm[seg.start:seg.end])
+        pieces += [pcm[pos:seg.start], seg.audio]
+        pos = seg.end
+    assert np.array_equal(np.concatenate(pieces + [pcm[pos:]]), pcm)
+    # Each segment's events: SpeechStarted, PartialDue every partial_interval_ms of speech, then SpeechEnded.
+    interval = config.samples(config.partial_interval_ms)
+    for seg in segments:
+        own = [e for e in events if e.index == seg.index]
+        assert own[0] == SpeechStarted(seg.index, seg.start, RATE) and own[-1] is seg
+        partials = own[1:-1]
+        assert all(isinstance(p, PartialDue) and p.start == seg.start for p in partials)
+        assert all(np.array_equal(p.audio, pcm[p.start:p.end]) for p in partials)
+        onset = seg.start + config.samples(config.pre_roll_ms)
+        assert [p.end for p in partials] == [onset + k * interval for k in range(1, len(partials) + 1)]
+
+
+def test_float32_gives_the_same_segments(spliced):
+    as_int = ended(stream(spliced.pcm, 1000))
+    floats = spliced.pcm.astype(np.float32) / 32768
+    as_float = ended(stream(floats, 1000))
+    assert [(e.index, e.start, e.end) for e in as_float] == [(e.index, e.start, e.end) for e in as_int]
+    assert all(e.audio.dtype == np.float32 and np.array_equal(e.audio, floats[e.start:e.end]) for e in as_float)
+
+
+def test_noise_only_yields_no_events(noise):
+    for kinds, dbfs in ((["white"], -40), (["brown"], -40), (["silence", "white", "silence", "brown", "white"], -30)):
+        pcm = np.concatenate([noise(kind, 3.0, seed=i, dbfs=dbfs) for i, kind in enumerate(kinds * 2)])
+        assert stream(pcm, 1000) == [], (kinds, dbfs)
+
+
+def trimmed(clip, runs_of, name: str) -> np.ndarray:
+    """A clip cut down to its true speech: first run's start to last run's end."""
+    pcm = clip(name)
+    runs = runs_of(pcm)
+    return pcm[runs[0][0]:runs[-1][1]]
+
+
+@pytest.mark.parametrize("silence_ms, expected", [(750, 2), (300, 1)])
+def test_silence_of_endpoint_ms_splits(clip, runs_of, silence_ms, expected):
+    a = trimmed(clip, runs_of, "aishell-BAC009S0724W0121.wav")
+    b = trimmed(clip, runs_of, "librispeech-1995-1837-0001.wav")
+    quiet = np.zeros(RATE, np.int16)
+    pcm = np.concatenate([quiet, a, np.zeros(silence_ms * RATE // 1000, np.int16), b, quiet])
+    assert len(ended(stream(pcm))) == expected
+
+
+def test_pre_roll_never_reaches_into_the_previous_segment(clip, runs_of):
+    config = SegmenterConfig(endpoint_ms=300, pre_roll_ms=400)
+    a = trimmed(clip, runs_of, "aishell-BAC009S0764W0121.wav")
+    quiet = np.zeros(RATE, np.int16)
+    pcm = np.concatenate([quiet, a, np.zeros(450 * RATE // 1000, np.int16), a, quiet])
+    first, second = ended(stream(pcm, config=config))
+    assert second.start == first.end  # clamped: 400 ms back from the onset is inside the first segment
+
+
+def test_flush_ends_speech_cut_mid_word(clip):
+    pcm = clip("librispeech-1995-1837-0001.wav")[:3 * RATE]  # 3.0 s is inside "...the loss of the cotton"
+    segmenter = Segmenter()
+    fed = segmenter.feed(pcm)
+    assert isinstance(fed[0], SpeechStarted) and not ended(fed)
+    flushed = segmenter.flush()
+    assert [type(e) for e in flushed][-1] is SpeechEnded
+    last = flushed[-1]
+    assert last.end == len(pcm) and np.array_equal(last.audio, pcm[last.start:])
+
+
+@pytest.mark.parametrize("name, max_s", [("librispeech-1995-1837-0001.wav", 3.0), ("mit-license-read.wav", 20.0)])
+def test_long_speech_is_split_at_the_quietest_frame(clip, name, max_s):
+    pcm = clip(name)
+    config = SegmenterConfig(max_segment_s=max_s)
+    segments = ended(stream(pcm, 777, config))
+    limit, frame = round(max_s * RATE), config.frame_samples
+    splits = [s for s, nxt in zip(segments, segments[1:]) if nxt.start == s.end]
+    assert splits and all(s.end - s.start <= limit for s in segments)
+    for s in splits:  # the cut ends the lowest-RMS whole frame of the segment's last second
+        lo = -(-(s.start + limit - RATE) // frame) * frame
+        frames = pcm[lo:(s.start + limit) // frame * frame].astype(np.float64).reshape(-1, frame)
+        assert s.end == lo + (int(np.argmin(np.sqrt((frames ** 2).mean(axis=1)))) + 1) * frame
+    # No sample lost: each run of contiguous pieces is exactly the input between its ends.
+    for first, *rest in _contiguous(segments):
+        last = rest[-1] if rest else first
+        assert np.array_equal(np.concatenate([first.audio] + [r.audio for r in rest]), pcm[first.start:last.end])
+
+
+def _contiguous(segments):
+    groups = []
+    for s in segments:
+        if groups and groups[-1][-1].end == s.start:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+def test_short_bursts_are_dropped(clip):
+    config = SegmenterConfig(start_window_ms=100)  # 70 ms of voicing may open a segment; 250 ms must confirm it
+    speech = clip("librispeech-1995-1837-0001.wav")[int(0.3 * RATE):int(1.3 * RATE)]  # inside a word run
+    quiet = np.zeros(RATE, np.int16)
+    burst = np.concatenate([quiet, speech[:int(0.15 * RATE)], quiet])
+    assert stream(burst, config=config) == []
+    clicks = np.zeros(3 * RATE, np.int16)
+    clicks[::RATE // 3] = 30000
+    assert stream(clicks) == []
+    assert len(ended(stream(np.concatenate([quiet, speech, quiet]), config=config))) == 1
+
+
+def test_sample_rate_change_is_rejected(clip):
+    pcm = clip("one-two-three.wav")
+    segmenter = Segmenter()
+    segmenter.feed(pcm[:RATE], sample_rate=RATE)
+    with pytest.raises(ValueError, match="sample rate changed mid-stream: got 8000 Hz, this stream is 16000 Hz"):
+        segmenter.feed(pcm[RATE:], sample_rate=8000)
+    with pytest.raises(ValueError, match="sample_rate must be one of"):
+        Segmenter(SegmenterConfig(sample_rate=44100))
+
+
+def test_empty_chunks_are_fine():
+    segmenter = Segmenter()
+    assert segmenter.feed(np.zeros(0, np.int16)) == []
+    assert segmenter.feed(np.zeros(0, np.int16)) == []
+    assert segmenter.flush() == []
+
+
+def test_bad_input_is_rejected():
+    segmenter = Segmenter()
+    segmenter.feed(np.zeros(100, np.int16))
+    with pytest.raises(ValueError, match="dtype changed mid-stream"):
+        segmenter.feed(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="int16 or float32"):
+        Segmenter().feed(np.zeros(100, np.float64))
+    with pytest.raises(ValueError, match="mono 1-D"):
+        Segmenter().feed(np.zeros((100, 2), np.int16))
+    segmenter.flush()
+    with pytest.raises(ValueError, match="after flush"):
+        segmenter.feed(np.zeros(100, np.int16))
+    with pytest.raises(ValueError, match="flush\\(\\) called twice"):
+        segmenter.flush()
+
+
+def test_to_int16_round_trips_and_clips():
+    x = np.array([-32768, -1, 0, 1, 32767], np.int16)
+    assert np.array_equal(to_int16(x.astype(np.float32) / 32768), x)
+    assert np.array_equal(to_int16(np.array([-2.0, 2.0], np.float32)), [-32768, 32767])
