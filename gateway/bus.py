@@ -29,20 +29,26 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+__all__ = ["FROM_START", "Bus", "Entry", "Event", "MemoryBus", "RedisBus", "SlowSubscriber",
+           "Subscription", "id_key"]
 
 log = logging.getLogger("livecaptions.bus")
 
 Event = dict[str, Any]
 Entry = tuple[str, Event]
 IdKey = tuple[int, int]
+T = TypeVar("T")
 
 FROM_START = "0"          # `after` value that replays all retained history
 _BACKOFF_S = (0.1, 2.0)   # reconnect backoff: first delay, cap
@@ -148,6 +154,8 @@ class Subscription:
         return False
 
     def _replay(self, entries: list[Entry]) -> bool:
+        if self._closed:
+            return False
         # History is bounded by history_len, so replay may exceed queue_max; live may not.
         self._cap = len(self._queue) + len(entries) + self._queue_max
         backlog, self._pending = entries + self._pending, []
@@ -196,7 +204,8 @@ class Bus(ABC):
 
     @abstractmethod
     async def register(self, stream: str, info: dict[str, Any]) -> None:
-        """Announce a live stream; it stays listed while heartbeats come within registry_ttl_s."""
+        """Announce a live stream: listed while its last register/heartbeat is within registry_ttl_s
+        (a late heartbeat revives it, which also re-announces it into a restarted Redis)."""
 
     @abstractmethod
     async def heartbeat(self, stream: str) -> None: ...
@@ -260,7 +269,9 @@ class MemoryBus(Bus):
         return [(eid, ev) for key, eid, ev in st.history if key > after]
 
     async def history(self, stream: str, after: str | None = None) -> list[Entry]:
-        return self._after(self._stream(stream), id_key(after or FROM_START))
+        key = id_key(after or FROM_START)
+        st = self._streams.get(stream)
+        return self._after(st, key) if st else []
 
     async def _attach(self, sub: Subscription) -> None:
         # Synchronous from here on: no event can slip between replay and going live.
@@ -271,8 +282,11 @@ class MemoryBus(Bus):
             st.subs.discard(sub)
 
     def _forget(self, sub: Subscription) -> None:
-        if sub.stream in self._streams:
-            self._streams[sub.stream].subs.discard(sub)
+        st = self._streams.get(sub.stream)
+        if st is not None:
+            st.subs.discard(sub)
+            if not st.subs and not st.history:  # don't keep state for never-published names
+                del self._streams[sub.stream]
 
     async def register(self, stream: str, info: dict[str, Any]) -> None:
         self._registry[stream] = (dict(info), time.monotonic())
@@ -286,9 +300,7 @@ class MemoryBus(Bus):
 
     async def live_streams(self) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
-        for s in [s for s, (_, t) in self._registry.items() if now - t > self.registry_ttl_s]:
-            del self._registry[s]
-        return {s: dict(info) for s, (info, _) in self._registry.items()}
+        return {s: dict(info) for s, (info, t) in self._registry.items() if now - t <= self.registry_ttl_s}
 
     async def ping(self) -> bool:
         return True
@@ -302,6 +314,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
 return id
 """
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait for them to end. Cancels again while they run: on Python 3.11
+    asyncio.wait_for (used inside redis-py) can swallow a cancellation."""
+    while pending := [t for t in tasks if not t.done()]:
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("bus task failed", exc_info=t.exception())
 
 
 class _Backoff:
@@ -354,6 +378,7 @@ class RedisBus(Bus):
         self._lock = asyncio.Lock()  # serialises XADDs so ids follow publish order
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._script: Any = None
 
     @property
     def buffered(self) -> int:
@@ -374,6 +399,16 @@ class RedisBus(Bus):
         task.add_done_callback(self._tasks.discard)
         return task
 
+    @staticmethod
+    async def _idem(call: Callable[[], Awaitable[T]]) -> T:
+        """Run idempotent commands, retrying once: after a Redis restart each pooled connection
+        is stale and fails on first use. Publishing is not retried so (a lost reply would
+        duplicate the event); it is buffered instead."""
+        try:
+            return await call()
+        except RedisConnectionError:
+            return await call()
+
     async def start(self) -> None:
         # No retries inside redis-py: we buffer and back off ourselves, and must fail fast.
         self._redis = Redis.from_url(self.url, decode_responses=True, retry=Retry(NoBackoff(), 0),
@@ -385,8 +420,7 @@ class RedisBus(Bus):
         if self._redis is None:
             return
         if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+            await _cancel([self._flusher])
         if self._buffer:  # last chance, without backoff
             try:
                 async with asyncio.timeout(1.0):
@@ -395,9 +429,7 @@ class RedisBus(Bus):
                         self._buffer.popleft()
             except (RedisError, OSError, TimeoutError):
                 log.warning("closing with %d unflushed events", len(self._buffer))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel(list(self._tasks))
         for chan in self._chans.values():
             for sub in chan.subs:
                 sub._end()
@@ -451,8 +483,8 @@ class RedisBus(Bus):
 
     # -- history ------------------------------------------------------------------------
     async def _fetch(self, stream: str, after: IdKey) -> list[Entry]:
-        rows = await self._r.xrevrange(self._key("events", stream), "+", f"({after[0]}-{after[1]}",
-                                       count=self.history_len)
+        rows = await self._idem(lambda: self._r.xrevrange(
+            self._key("events", stream), "+", f"({after[0]}-{after[1]}", count=self.history_len))
         return [(eid, json.loads(fields["e"])) for eid, fields in reversed(rows)]
 
     async def history(self, stream: str, after: str | None = None) -> list[Entry]:
@@ -466,7 +498,7 @@ class RedisBus(Bus):
     # -- subscribing --------------------------------------------------------------------
     async def _attach(self, sub: Subscription) -> None:
         try:  # an id newer than the newest entry (e.g. from before a Redis restart) means "now"
-            rows = await self._r.xrevrange(self._key("events", sub.stream), count=1)
+            rows = await self._idem(lambda: self._r.xrevrange(self._key("events", sub.stream), count=1))
             latest = id_key(rows[0][0]) if rows else (0, 0)
             sub._last = latest if sub._last is None else min(sub._last, latest)
         except (RedisError, OSError) as exc:
@@ -496,12 +528,17 @@ class RedisBus(Bus):
     async def _sync(self, stream: str, subs: list[Subscription]) -> None:
         """Replay what `subs` missed (new subscription or reconnect), then let live through."""
         epochs = [sub._epoch for sub in subs]
-        lasts = [sub._last for sub in subs if sub._last is not None]
-        try:  # one read serves every local viewer of the stream
-            entries = await self._fetch(stream, min(lasts)) if lasts else []
-        except (RedisError, OSError) as exc:
-            log.debug("sync of %s failed (%r); retried on reconnect", stream, exc)
-            return
+        backoff = _Backoff(f"catch-up of {stream}")
+        while True:
+            lasts = [sub._last for sub in subs if sub._last is not None]
+            try:  # one read serves every local viewer of the stream
+                entries = await self._fetch(stream, min(lasts)) if lasts else []
+                break
+            except (RedisError, OSError) as exc:
+                if all(sub._epoch != epoch or sub._closed for sub, epoch in zip(subs, epochs)):
+                    return  # superseded by a reconnect's sync, or closed
+                await backoff.sleep(exc)
+        backoff.ok()
         keyed = [(id_key(eid), eid, ev) for eid, ev in entries]
         for sub, epoch in zip(subs, epochs):
             if sub._epoch != epoch:
@@ -511,10 +548,10 @@ class RedisBus(Bus):
                 self._forget(sub)
 
     async def _send(self, *args: str) -> None:
-        # Written straight to the reader's connection: redis-py's PubSub would reconnect a
-        # dead connection on its own, racing the reader's reconnect loop.
+        # Written straight to the reader's live connection: redis-py's PubSub would reconnect
+        # a dead one on its own, racing the reader's reconnect loop.
         ps = self._pubsub
-        if ps is None or ps.connection is None:
+        if ps is None or ps.connection is None or not ps.connection.is_connected:
             return  # the reader subscribes every channel when it (re)connects
         try:
             await ps.connection.send_command(*args, check_health=False)
@@ -582,12 +619,13 @@ class RedisBus(Bus):
             self._spawn(self._send("SUBSCRIBE", msg["channel"]))
 
     # -- live-stream registry: one key per stream with a TTL, plus an index set ----------
-    async def _announce(self, stream: str) -> None:
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.set(self._key("stream", stream), json.dumps(self._registered[stream]),
-                     px=int(self.registry_ttl_s * 1000))
-            pipe.sadd(self._key("streams"), stream)
-            await pipe.execute()
+    async def _pipeline(self, *commands: tuple[str, ...]) -> None:
+        async def run() -> None:  # built afresh per try: a failed pipeline forgets its commands
+            async with self._r.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                await pipe.execute()
+        await self._idem(run)
 
     async def register(self, stream: str, info: dict[str, Any]) -> None:
         self._registered[stream] = dict(info)
@@ -595,35 +633,39 @@ class RedisBus(Bus):
 
     async def heartbeat(self, stream: str) -> None:
         if stream in self._registered:
+            ttl_ms = str(int(self.registry_ttl_s * 1000))
+            info = json.dumps(self._registered[stream])
             try:  # a full re-announce, so the registry survives a Redis restart
-                await self._announce(stream)
+                await self._pipeline(("SET", self._key("stream", stream), info, "PX", ttl_ms),
+                                     ("SADD", self._key("streams"), stream))
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat of %s failed: %r", stream, exc)
 
     async def unregister(self, stream: str) -> None:
         self._registered.pop(stream, None)
         try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.delete(self._key("stream", stream))
-                pipe.srem(self._key("streams"), stream)
-                await pipe.execute()
+            await self._pipeline(("DEL", self._key("stream", stream)),
+                                 ("SREM", self._key("streams"), stream))
         except (RedisError, OSError) as exc:
             log.warning("unregister of %s failed: %r", stream, exc)
 
     async def live_streams(self) -> dict[str, dict[str, Any]]:
-        try:
+        async def read() -> dict[str, dict[str, Any]]:
             streams = sorted(await self._r.smembers(self._key("streams")))
             infos = await self._r.mget([self._key("stream", s) for s in streams]) if streams else []
             expired = [s for s, info in zip(streams, infos) if info is None]
-            if expired:
+            if expired:  # their keys timed out: drop them from the index too
                 await self._r.srem(self._key("streams"), *expired)
             return {s: json.loads(info) for s, info in zip(streams, infos) if info is not None}
+
+        try:
+            return await self._idem(read)
         except (RedisError, OSError) as exc:
             log.warning("live streams unavailable: %r", exc)
             return {}
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._r.ping())
+            return bool(await self._idem(self._r.ping))
         except (RedisError, OSError):
             return False

@@ -83,5 +83,11 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def dead_redis_url() -> str:
+    """A Redis URL nobody listens on."""
+    return f"redis://127.0.0.1:{_free_port()}/0"
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
