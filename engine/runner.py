@@ -4,7 +4,6 @@ Arrays in (16 kHz float32 segments of at most 30 s), text and tokens out. It dec
 when: a scheduler (or the CLI) hands it batches."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -16,6 +15,7 @@ from engine.checkpoint import load_checkpoint
 from engine.decoding import DecodeOptions, DecodeResult, Drafter, GreedyDecoder
 from engine.model import Whisper
 from engine.models import resolve
+from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,16 +65,6 @@ def pick_compute_type(compute_type: str, device: torch.device) -> str:
     if compute_type == "int8" and device.type != "cpu":
         raise ValueError("compute type int8 runs on the CPU only; use float16 or bfloat16 on CUDA")
     return compute_type
-
-
-def quantize_int8(model: Whisper) -> Whisper:
-    """Dynamic int8 linears (per-output-channel weight scales, activations quantised per call); the embedding,
-    convolutions and layer norms stay float32. The tied unembedding gets its own int8 copy."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():  # torch >= 2.10 points at torchao; the eager API is still maintained here
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
 class ModelRunner:

@@ -1,0 +1,83 @@
+"""What runs next: the policy over queued transcription requests of every stream. No tensors, no threads.
+
+Rule: finals before partials (a final is a caption people keep; a partial is only a preview), each in arrival
+order; a stream has at most one queued partial (a newer one replaces the stale one); the queue is bounded, and
+when it is full an arriving partial is shed, or makes room by shedding the oldest partial; finals are never shed.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.decoding import DecodeOptions
+
+
+@dataclass(frozen=True, eq=False)
+class Request:
+    stream: str  # who asked: stale partials are replaced per stream, cancellation frees per stream
+    audio: np.ndarray = field(repr=False)  # 16 kHz float32, at most 30 s
+    options: DecodeOptions = DecodeOptions()
+    final: bool = True  # False: a partial of a growing segment
+    previous: tuple[int, ...] = ()  # the previous partial's tokens, drafts for this decode
+
+
+class Superseded(Exception):
+    """A newer partial of the same stream replaced this one before it ran."""
+
+
+class Overloaded(Exception):
+    """The queue is full: this partial was shed (finals are never shed)."""
+
+
+class Cancelled(Exception):
+    """The stream was cancelled before this request ran."""
+
+
+@dataclass
+class Scheduler:
+    max_queue: int = 64  # queued partials beyond which partials are shed
+    finals: OrderedDict[int, Request] = field(default_factory=OrderedDict)
+    partials: OrderedDict[int, Request] = field(default_factory=OrderedDict)
+    shed: int = 0  # partials dropped for overload, ever
+    _ids: itertools.count = field(default_factory=itertools.count)
+
+    def add(self, req: Request) -> tuple[int, list[tuple[int, Exception]]]:
+        """Queue `req` -> (its id, [(id, reason)] of requests dropped to make way; the new id may be among them)."""
+        rid = next(self._ids)
+        dropped: list[tuple[int, Exception]] = []
+        if req.final:
+            self.finals[rid] = req
+            return rid, dropped
+        stale = [i for i, r in self.partials.items() if r.stream == req.stream]
+        for i in stale:
+            del self.partials[i]
+            dropped.append((i, Superseded(f"a newer partial of stream {req.stream!r} replaced this one")))
+        self.partials[rid] = req
+        if len(self.partials) + len(self.finals) > self.max_queue:
+            oldest = next(iter(self.partials))
+            del self.partials[oldest]
+            self.shed += 1
+            dropped.append((oldest, Overloaded("engine overloaded: partial shed (finals are still served)")))
+        return rid, dropped
+
+    def cancel(self, stream: str) -> list[int]:
+        """Forget every queued request of `stream` -> their ids."""
+        gone = [i for q in (self.finals, self.partials) for i, r in q.items() if r.stream == stream]
+        for i in gone:
+            self.finals.pop(i, None) or self.partials.pop(i, None)
+        return gone
+
+    def schedule(self, max_batch: int) -> list[tuple[int, Request]]:
+        """Take the next batch: finals first, then partials, oldest first."""
+        batch = []
+        for queue in (self.finals, self.partials):
+            while queue and len(batch) < max_batch:
+                batch.append(queue.popitem(last=False))
+        assert len(batch) <= max_batch and (not self.finals or all(r.final for _, r in batch))
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.finals) + len(self.partials)

@@ -1,0 +1,84 @@
+"""Batched greedy decoding: batching never changes tokens; language detection; prompts; silence; loop guard."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.decoding import DecodeOptions, GreedyDecoder, _cut_loop
+from tests.conftest import load_clip
+
+
+def test_batch_of_different_lengths_decodes_like_each_alone(runners, speech):
+    runner = runners("base", "float32")
+    audios = [load_clip(c)[: 16000 * 30] for c in speech]
+    opts = [DecodeOptions(language=c.language) for c in speech]
+    alone = [runner.transcribe([a], o)[0].result.tokens for a, o in zip(audios, opts)]
+    together = [t.result.tokens for t in runner.transcribe(audios, opts)]
+    assert together == alone
+
+
+def test_language_is_detected(runners, speech):
+    runner = runners("base", "int8")
+    for clip in speech:
+        t = runner.transcribe([load_clip(clip)[: 16000 * 30]], DecodeOptions(language=None))[0]
+        assert t.result.language == clip.language, clip.path.name
+        assert 0.5 < t.result.language_prob <= 1.0
+
+
+def test_chinese_comes_out_simplified(runners, speech):
+    runner = runners("base", "int8")
+    zh = [c for c in speech if c.language == "zh"]
+    texts = [t.text for t in runner.transcribe([load_clip(c) for c in zh], DecodeOptions(language="zh"))]
+    converted = [runner.postprocess(t, "zh") for t in texts]
+    assert texts == converted and all(texts)
+    assert "广州" in texts[0]  # 廣州 in traditional script
+
+
+def test_prompt_biases_spelling(runners):
+    """An initial prompt with a rare spelling makes the model use it."""
+    runner = runners("base", "int8")
+    import subprocess
+    import tempfile
+
+    from gateway.media import decode_file
+
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", f"{d}/a.wav", "Please send the report to Kowalczyk today."], check=True)
+        audio = decode_file(f"{d}/a.wav")
+    plain = runner.transcribe([audio], DecodeOptions(language="en"))[0].text
+    prompted = runner.transcribe([audio], DecodeOptions(language="en", prompt="Kowalczyk"))[0].text
+    assert "Kowalczyk" in prompted, (plain, prompted)
+
+
+def test_silence_and_noise_yield_no_text(runners):
+    runner = runners("base", "int8")
+    rng = np.random.default_rng(0)
+    quiet = [np.zeros(16000 * 3, np.float32) + 1e-5 * rng.standard_normal(16000 * 3).astype(np.float32),
+             (0.003 * rng.standard_normal(16000 * 5)).astype(np.float32)]
+    for t in runner.transcribe(quiet, DecodeOptions(language="en")):
+        assert t.text == "", t
+        assert t.result.no_speech_prob > 0.5
+
+
+def test_token_cap_and_counters(runners, speech):
+    runner = runners("base", "int8")
+    t = runner.transcribe([load_clip(speech[0])], DecodeOptions(language="en", max_new_tokens=5))[0]
+    assert len(t.result.tokens) == 5
+    assert t.result.emitted == 5 and t.result.forwards == 5  # one prefill forward, then one per token
+
+
+def test_loop_guard_cuts_a_repeated_phrase():
+    loop = [1, 2] + [7, 8, 9] * 10
+    assert GreedyDecoder._loops(loop, 24)
+    assert _cut_loop(loop, 24) == [1, 2, 7, 8, 9]
+    assert not GreedyDecoder._loops(list(range(40)), 24)
+
+
+def test_bad_segments_are_rejected_clearly(runners):
+    runner = runners("base", "int8")
+    for bad, msg in [(np.zeros(10, np.float32), "at least"), (np.zeros(16000 * 31, np.float32), "at most 30 s"),
+                     (np.zeros((2, 16000), np.float32), "1-D"), (np.full(16000, np.nan, np.float32), "NaN")]:
+        with pytest.raises(ValueError, match=msg):
+            runner.transcribe([bad])
+    with pytest.raises(ValueError, match="unknown language"):
+        runner.transcribe([np.zeros(16000, np.float32)], DecodeOptions(language="xx"))

@@ -1,0 +1,94 @@
+"""The engine service: concurrent requests give the tokens of each alone; finals first; stale partials replaced;
+overload sheds partials, never finals; cancellation frees the queue."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine.decoding import DecodeOptions
+from engine.scheduler import Overloaded, Request, Scheduler, Superseded
+from engine.service import Engine
+from tests.conftest import load_clip
+
+
+def test_scheduler_policy():
+    s = Scheduler(max_queue=3)
+    a = np.zeros(16000, np.float32)
+    p1, _ = s.add(Request("s1", a, final=False))
+    p2, dropped = s.add(Request("s1", a, final=False))
+    assert [i for i, _ in dropped] == [p1] and isinstance(dropped[0][1], Superseded)
+    f1, _ = s.add(Request("s2", a, final=True))
+    p3, _ = s.add(Request("s3", a, final=False))
+    p4, dropped = s.add(Request("s4", a, final=False))  # over the bound: the oldest partial goes
+    assert [i for i, _ in dropped] == [p2] and isinstance(dropped[0][1], Overloaded) and s.shed == 1
+    for _ in range(5):
+        s.add(Request("s5", a, final=True))  # finals are never shed
+    assert len(s.finals) == 6
+    batch = s.schedule(7)
+    assert [r.final for _, r in batch] == [True] * 6 + [False] and batch[0][0] == f1
+    assert s.cancel("s4") == [p4] and len(s) == 0
+
+
+def test_concurrent_streams_match_each_alone(runners, speech):
+    runner = runners("base", "int8")
+    audios = [load_clip(c)[: 16000 * 30] for c in speech]
+    opts = [DecodeOptions(language=c.language) for c in speech]
+    alone = [runner.transcribe([a], o)[0].result.tokens for a, o in zip(audios, opts)]
+    engine = Engine(runner)
+
+    async def main():
+        return await asyncio.gather(*[engine.transcribe(a, o, stream=f"s{i}") for i, (a, o) in enumerate(zip(audios, opts))])
+
+    try:
+        together = asyncio.run(main())
+    finally:
+        engine.close()
+    assert [t.result.tokens for t in together] == alone
+    assert max(engine.stats.batch_sizes) > 1  # they were batched
+
+
+def test_partial_flood_never_holds_back_a_final(runners, speech):
+    runner = runners("base", "int8")
+    audio = load_clip(speech[0])
+    engine = Engine(runner, max_queue=8)
+
+    async def main():
+        partials = [asyncio.ensure_future(engine.transcribe(audio[:16000 * 2], DecodeOptions(language="en"), stream=f"p{i}", final=False))
+                    for i in range(30)]
+        final = await engine.transcribe(audio, DecodeOptions(language="en"), stream="f", final=True)
+        batches_when_final_done = engine.stats.batches
+        results = await asyncio.gather(*partials, return_exceptions=True)
+        return final, batches_when_final_done, results
+
+    try:
+        final, batches, results = asyncio.run(main())
+    finally:
+        engine.close()
+    assert "fellow Americans" in final.text
+    assert batches <= 2  # at most the batch already running when the final arrived, then the final's own
+    shed = [r for r in results if isinstance(r, Overloaded)]
+    assert shed and len(shed) + sum(not isinstance(r, Exception) for r in results) == 30
+
+
+def test_cancel_stream_frees_its_queue(runners, speech):
+    runner = runners("base", "int8")
+    audio = load_clip(speech[0])
+    engine = Engine(runner)
+
+    async def main():
+        busy = asyncio.ensure_future(engine.transcribe(audio, DecodeOptions(language="en"), stream="other"))
+        mine = [asyncio.ensure_future(engine.transcribe(audio, DecodeOptions(language="en"), stream="gone")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        freed = engine.cancel_stream("gone")
+        out = await asyncio.gather(*mine, return_exceptions=True)
+        await busy
+        return freed, out
+
+    try:
+        freed, out = asyncio.run(main())
+    finally:
+        engine.close()
+    assert freed >= 1 and engine.queue_depth == 0
+    assert sum(type(r).__name__ == "Cancelled" for r in out) == freed
