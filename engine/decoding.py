@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from engine.model import CrossKV, Whisper
+from engine.quant import Int8Linear
+from engine.mtp import DRAFT_SOURCES, MTPDrafter, MTPHeads, previous_drafts
 from engine.tokenizer import Tokenizer
 
 LANGUAGE_AUTO = None
+PREVIOUS_DRAFT_LEN = 12  # tokens of a previous hypothesis verified per forward: they are usually all right
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,16 @@ class DecodeOptions:
     logprob_threshold: float = -1.0
     repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it (0: off)
     compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
+    drafts: str | None = "mtp"  # draft source: "mtp" (heads, when loaded), "previous", "both", None; output is the same
+    previous: tuple[int, ...] = ()  # tokens of the previous hypothesis of this audio (a partial): drafts to verify
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
         if not 1 <= self.max_new_tokens <= 448:
             raise ValueError("max_new_tokens must be in 1..448")
+        if self.drafts not in DRAFT_SOURCES:
+            raise ValueError(f"drafts must be one of {DRAFT_SOURCES}, not {self.drafts!r}")
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,6 @@ class DecodeResult:
     def silent(self, opts: DecodeOptions) -> bool:
         """Whisper's rule: no speech when <|nospeech|> is likely and the text itself is improbable."""
         return self.no_speech_prob > opts.no_speech_threshold and self.avg_logprob < opts.logprob_threshold
-
-
-class Drafter(Protocol):
-    """Proposes tokens a row will probably emit next; verification keeps only what greedy decoding agrees with."""
-
-    def propose(self, rows: list[int], generated: list[list[int]], hidden: Tensor) -> list[list[int]]:
-        """rows: segment indices (into the batch given to decode); generated: their tokens so far, the last one
-        not yet fed; hidden (n_rows, D): the decoder's final state that predicted that last token.
-        -> up to K draft tokens per row to follow it."""
-        ...
 
 
 @dataclass
@@ -88,7 +84,8 @@ class _Row:
 class GreedyDecoder:
     """Decodes a batch of segments whose cross-attention keys/values are computed."""
 
-    def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...]):
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...],
+                 heads: MTPHeads | None = None, n_drafts: int | None = None):
         self.model, self.tok = model, tokenizer
         dev = model.decoder.positional_embedding.device
         n_vocab = model.dims.n_vocab
@@ -98,10 +95,15 @@ class GreedyDecoder:
         self.suppress_begin[[i for i in suppress_begin if 0 <= i < n_vocab]] = True
         self.lang_ids = torch.tensor(list(tokenizer.languages.values()), device=dev)
         self.device = dev
+        self.mtp = None
+        if heads is not None:
+            k = min(n_drafts or heads.n_heads, heads.n_heads)
+            int8 = isinstance(model.decoder.unembed, Int8Linear)
+            self.mtp = MTPDrafter(heads, model.decoder.token_embedding, self.suppress, k, int8)
 
     @torch.inference_mode()
-    def decode(self, cross: CrossKV, options: list[DecodeOptions], drafter: Drafter | None = None) -> list[DecodeResult]:
-        """cross: the batch's encoder keys/values (B rows); options: one per row."""
+    def decode(self, cross: CrossKV, options: list[DecodeOptions]) -> list[DecodeResult]:
+        """cross: the batch's encoder keys/values (B rows, consumed); options: one per row."""
         tok, dec = self.tok, self.model.decoder
         rows = [self._row(i, o) for i, o in enumerate(options)]
         cache = self.model.new_cache(len(rows))
@@ -141,8 +143,7 @@ class GreedyDecoder:
                 last_hidden = last_hidden[idx]
                 live = [live[i] for i in keep]
             active = [rows[i] for i in live]
-            drafts = drafter.propose(live, [r.out for r in active], last_hidden) if drafter else [[] for _ in active]
-            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, drafts)]
+            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, self._drafts(active, last_hidden))]
             start = cache.lengths.clone()
             hidden, lengths = self._forward(cache, cross, [[r.out[-1]] + d for r, d in zip(active, drafts)], active)
             choices = self._greedy(hidden, drafts, active)
@@ -157,6 +158,16 @@ class GreedyDecoder:
             cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
             last_hidden = hidden[torch.arange(len(active)), acc]
         return [self._result(r) for r in rows]
+
+    def _drafts(self, rows: list[_Row], hidden: Tensor) -> list[list[int]]:
+        """Each row's drafts: its previous hypothesis where one is given and still matches, else the heads'."""
+        drafts = [previous_drafts(r.out, r.opts.previous, PREVIOUS_DRAFT_LEN) if r.opts.drafts in ("previous", "both") else []
+                  for r in rows]
+        need = [i for i, (r, d) in enumerate(zip(rows, drafts)) if not d and r.opts.drafts in ("mtp", "both")]
+        if need and self.mtp is not None:
+            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[need])):
+                drafts[i] = d
+        return drafts
 
     def _row(self, index: int, opts: DecodeOptions) -> _Row:
         tok = self.tok

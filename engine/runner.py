@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
-from engine.decoding import DecodeOptions, DecodeResult, Drafter, GreedyDecoder
+from engine.decoding import DecodeOptions, DecodeResult, GreedyDecoder
 from engine.model import Whisper
 from engine.models import resolve
+from engine.mtp import find_heads, load_heads
 from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
 
@@ -35,6 +37,8 @@ class EngineConfig:
     trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
     zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
     max_batch: int = 16  # segments per encoder/decoder batch
+    mtp_heads: str | None = None  # MTP heads file; None: the shipped/beside-the-model heads if any; "none": no heads
+    n_drafts: int | None = None  # MTP drafts per step (default: one per head)
 
     def __post_init__(self) -> None:
         for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),
@@ -86,7 +90,14 @@ class ModelRunner:
         self.model = model.to(self.device)
         self.dtype = torch.float32 if self.compute_type == "int8" else getattr(torch, self.compute_type)
         self.tokenizer = Tokenizer.from_file(folder / "tokenizer.json", multilingual=model.is_multilingual)
-        self.decoder = GreedyDecoder(self.model, self.tokenizer, ckpt.suppress_ids, ckpt.suppress_ids_begin)
+        self.sha256 = (folder / ".verified").read_text().strip() if (folder / ".verified").exists() else None
+        self.heads_path = None if config.mtp_heads == "none" else (
+            Path(config.mtp_heads) if config.mtp_heads else find_heads(folder, self.sha256))
+        heads = None
+        if self.heads_path is not None:
+            heads, self.heads_meta = load_heads(self.heads_path, self.sha256)
+            heads = heads.to(self.device, torch.float32 if self.compute_type == "int8" else self.dtype)
+        self.decoder = GreedyDecoder(self.model, self.tokenizer, ckpt.suppress_ids, ckpt.suppress_ids_begin, heads, config.n_drafts)
         self.model_name = config.model
 
     @cached_property
@@ -112,7 +123,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def transcribe(self, audios: list[np.ndarray], options: DecodeOptions | list[DecodeOptions] = DecodeOptions(),
-                   drafter: Drafter | None = None, encoder: str | None = None) -> list[Transcript]:
+                   encoder: str | None = None) -> list[Transcript]:
         """16 kHz mono float32 segments (each 0.1-30 s) -> one Transcript each, in order, batched by max_batch.
         `encoder` overrides the configured encoder mode for this call."""
         opts = options if isinstance(options, list) else [options] * len(audios)
@@ -122,20 +133,20 @@ class ModelRunner:
         out: list[Transcript] = []
         for i in range(0, len(audios), self.config.max_batch):
             chunk, chunk_opts = audios[i : i + self.config.max_batch], opts[i : i + self.config.max_batch]
-            results = self._run(chunk, chunk_opts, drafter, encoder)
+            results = self._run(chunk, chunk_opts, encoder)
             # Whisper falls back to sampling when a decode loops; we fall back to the 30 s window it was trained on.
             retry = [j for j, r in enumerate(results) if r.looped and encoder == "trim"]
             if retry:
-                again = self._run([chunk[j] for j in retry], [chunk_opts[j] for j in retry], drafter, "full")
+                again = self._run([chunk[j] for j in retry], [chunk_opts[j] for j in retry], "full")
                 for j, r in zip(retry, again):
                     results[j] = r
             out += [self._finish(r, o) for r, o in zip(results, chunk_opts)]
         return out
 
-    def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], drafter: Drafter | None, encoder: str) -> list[DecodeResult]:
+    def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
         mel, frames = self.features(audios, encoder)
         audio, mask = self.model.encoder(mel, frames)
-        return self.decoder.decode(self.model.decoder.cross_kv(audio, mask), opts, drafter)
+        return self.decoder.decode(self.model.decoder.cross_kv(audio, mask), opts)
 
     def _finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
         return Transcript("" if r.silent(opts) else self.postprocess(r.text, r.language), r)

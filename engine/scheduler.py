@@ -21,7 +21,6 @@ class Request:
     audio: np.ndarray = field(repr=False)  # 16 kHz float32, at most 30 s
     options: DecodeOptions = DecodeOptions()
     final: bool = True  # False: a partial of a growing segment
-    previous: tuple[int, ...] = ()  # the previous partial's tokens, drafts for this decode
 
 
 class Superseded(Exception):

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,7 +58,9 @@ class Engine:
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions(), *, stream: str = "",
                          final: bool = True, previous: tuple[int, ...] = ()) -> Transcript:
-        fut = self.submit(Request(stream, audio, options, final, previous))
+        if previous:  # the previous partial's tokens: drafts to verify (engine/mtp.py)
+            options = replace(options, previous=tuple(previous))
+        fut = self.submit(Request(stream, audio, options, final))
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:

@@ -61,7 +61,7 @@ def check_signal(audio: np.ndarray, name: str) -> None:
         raise AudioError(f"{name}: every sample is zero (no signal)")
 
 
-def transcribe_file(runner, path: str, options, drafter=None, progress: bool = False) -> FileTranscript:
+def transcribe_file(runner, path: str, options, progress: bool = False) -> FileTranscript:
     """One file through the runner (an engine.runner.ModelRunner); raises AudioError for unusable input."""
     t0 = time.perf_counter()
     audio = decode_file(path)
@@ -70,7 +70,7 @@ def transcribe_file(runner, path: str, options, drafter=None, progress: bool = F
     pieces, batch = [], runner.config.max_batch
     for i in range(0, len(spans), batch):
         part = spans[i : i + batch]
-        pieces += runner.transcribe([audio[s:e] for s, e in part], options, drafter)
+        pieces += runner.transcribe([audio[s:e] for s, e in part], options)
         if progress:
             done = spans[min(i + batch, len(spans)) - 1][1] / SAMPLE_RATE
             print(f"\r{path}: {done:.0f}/{len(audio) / SAMPLE_RATE:.0f} s", end="", file=sys.stderr, flush=True)

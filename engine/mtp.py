@@ -1,0 +1,128 @@
+"""Multi-token prediction: small heads that draft the next K tokens, and the draft sources decoding verifies.
+
+Head k refines a running state from the decoder's final hidden state h_t and the token just chosen, then the
+model's own (tied) unembedding turns it into a guess at token t+1+k:
+
+    s_0 = h_t,   s_k = s_{k-1} + SiLU(W_k [s_{k-1}; e(y_{t+k})] + b_k),   draft_k = argmax U(s_k)
+
+y_{t+1} is the base model's verified choice, later y's are the heads' own drafts (teacher-forced in training).
+Conditioning on the previous token is what Hydra adds to Medusa's independent heads; it is one more embedding
+lookup per head and raised acceptance in our measurements (README). Heads live in a small safetensors file bound
+to the base model's sha256; verification (engine/decoding.py) keeps the output token-for-token greedy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DRAFT_SOURCES = ("mtp", "previous", "both", None)
+HEADS_DIR = Path(__file__).parent / "heads"  # heads shipped with the package, one file per bundled model
+
+
+class MTPHeads(nn.Module):
+    def __init__(self, d_model: int, n_heads: int = 4, vocab: Tensor | None = None):
+        super().__init__()
+        self.n_heads = n_heads
+        self.blocks = nn.ModuleList([nn.Linear(2 * d_model, d_model) for _ in range(n_heads)])
+        # The head vocabulary: tokens the model emitted in training. Projecting onto these few thousand rows of the
+        # unembedding instead of all 51865 is what keeps K heads cheaper than the decoder pass they save (README).
+        self.register_buffer("vocab", vocab if vocab is not None else torch.zeros(0, dtype=torch.long))
+        for b in self.blocks:  # start as the identity: s_k = s_{k-1}
+            nn.init.zeros_(b.weight)
+            nn.init.zeros_(b.bias)
+
+    def step(self, k: int, state: Tensor, token_emb: Tensor) -> Tensor:
+        """(..., D) state and embedding of the last token -> the state that predicts the token after it."""
+        return state + F.silu(self.blocks[k](torch.cat([state, token_emb], dim=-1)))
+
+    def states(self, hidden: Tensor, token_embs: Tensor) -> Tensor:
+        """Teacher-forced states for training: hidden (N, D), token_embs (N, K, D) of y_{t+1..t+K} -> (N, K, D)."""
+        out, s = [], hidden
+        for k in range(self.n_heads):
+            s = self.step(k, s, token_embs[:, k])
+            out.append(s)
+        return torch.stack(out, dim=1)
+
+
+class MTPDrafter:
+    """Drafts from the heads: run them one after another, each reading the previous head's pick."""
+
+    def __init__(self, heads: MTPHeads, embed: nn.Embedding, suppress: Tensor, n_drafts: int, int8: bool):
+        vocab = heads.vocab if len(heads.vocab) else torch.arange(embed.num_embeddings, device=suppress.device)
+        self.vocab = vocab[~suppress[vocab]]  # a token greedy never picks is never worth drafting
+        rows = embed.weight.detach()[self.vocab]
+        proj = nn.Linear(rows.shape[1], rows.shape[0], bias=False).to(rows.device, rows.dtype)
+        proj.weight.data.copy_(rows)
+        if int8:
+            from engine.quant import Int8Linear
+
+            proj = Int8Linear(proj)
+        self.heads, self.embed, self.proj, self.n_drafts = heads, embed, proj, n_drafts
+
+    @torch.inference_mode()
+    def propose(self, last: list[int], hidden: Tensor) -> list[list[int]]:
+        """last: each row's newest token (not yet fed); hidden (B, D): the state that predicted it."""
+        dtype = self.heads.blocks[0].weight.dtype
+        s = hidden.to(dtype)
+        tok = torch.tensor(last, device=hidden.device)
+        drafts = []
+        for k in range(self.n_drafts):
+            s = self.heads.step(k, s, self.embed(tok).to(dtype))
+            tok = self.vocab[self.proj(s).argmax(-1)]
+            drafts.append(tok)
+        return torch.stack(drafts, dim=1).tolist()
+
+
+def previous_drafts(out: list[int], previous: tuple[int, ...], n: int, ngram: int = 3) -> list[int]:
+    """Continue `out` from the previous hypothesis of the same (shorter) audio: find where out's tail last occurs
+    in `previous` and propose what followed it there (up to n tokens)."""
+    if not previous:
+        return []
+    if len(out) <= len(previous) and tuple(out) == previous[: len(out)]:
+        return list(previous[len(out) : len(out) + n])
+    for size in range(min(ngram, len(out)), 0, -1):
+        tail = tuple(out[-size:])
+        for i in range(len(previous) - size, -1, -1):
+            if previous[i : i + size] == tail:
+                return list(previous[i + size : i + size + n])
+    return []
+
+
+def save_heads(path: Path, heads: MTPHeads, model_sha256: str, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.int() if k == "vocab" else v.half()).detach().contiguous() for k, v in heads.state_dict().items()}
+    info = {"model_sha256": model_sha256, "n_heads": str(heads.n_heads), "meta": json.dumps(meta)}
+    save_file(tensors, str(path), metadata=info)
+
+
+def load_heads(path: Path, model_sha256: str | None) -> tuple[MTPHeads, dict]:
+    """Heads from `path`; a file trained for other base weights is refused (its drafts would be wasted work)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        info = f.metadata() or {}
+        tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+    if model_sha256 and info.get("model_sha256") not in (None, model_sha256):
+        raise ValueError(f"{path}: MTP heads for another model (sha256 {info.get('model_sha256', '?')[:12]}...)")
+    d_model = tensors["blocks.0.weight"].shape[0]
+    vocab = tensors.pop("vocab").long() if "vocab" in tensors else None
+    heads = MTPHeads(d_model, int(info.get("n_heads", sum(k.endswith(".weight") for k in tensors))), vocab)
+    heads.load_state_dict(tensors, strict=False)
+    return heads.eval(), json.loads(info.get("meta", "{}"))
+
+
+def find_heads(model_folder: Path, model_sha256: str | None) -> Path | None:
+    """The heads for a model: `mtp.safetensors` beside its weights, else the shipped file for its sha256."""
+    beside = Path(model_folder) / "mtp.safetensors"
+    if beside.exists():
+        return beside
+    if model_sha256:
+        for p in HEADS_DIR.glob("*.safetensors"):
+            if p.name.startswith(model_sha256[:12]):
+                return p
+    return None
