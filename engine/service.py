@@ -52,7 +52,9 @@ class Engine:
             rid, dropped = self._scheduler.add(req)
             self._futures[rid] = fut
             for i, reason in dropped:
-                self._futures.pop(i).set_exception(reason)
+                dead = self._futures.pop(i)
+                if not dead.done():  # its caller may have cancelled it already
+                    dead.set_exception(reason)
             self._wake.notify()
         return fut
 
@@ -72,7 +74,9 @@ class Engine:
         with self._wake:
             gone = self._scheduler.cancel(stream)
             for i in gone:
-                self._futures.pop(i).set_exception(Cancelled(f"stream {stream!r} was cancelled"))
+                fut = self._futures.pop(i)
+                if not fut.done():
+                    fut.set_exception(Cancelled(f"stream {stream!r} was cancelled"))
         return len(gone)
 
     @property

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-ENGINE_FLAGS = ("model", "device", "compute_type", "threads", "encoder", "zh_script")
+ENGINE_FLAGS = ("model", "device", "compute_type", "threads", "encoder", "zh_script", "mtp_heads")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default=env("LIVECAPTIONS_ENCODER", "trim"), choices=("trim", "full"),
                    help="trim: encode each segment's true length (default); full: pad to 30 s like Whisper")
     p.add_argument("--zh-script", default="simplified", choices=("simplified", "traditional", "as-is"))
+    p.add_argument("--mtp-heads", default=env("LIVECAPTIONS_MTP_HEADS"), help="MTP heads file (default: the model's shipped heads)")
 
 
 def make_runner(args: argparse.Namespace):
@@ -28,12 +29,17 @@ def make_runner(args: argparse.Namespace):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    if args.live:
+        return cmd_transcribe_live(args)
     from engine.decoding import DecodeOptions
     from gateway.media import AudioError
     from gateway.offline import transcribe_file
 
-    options = DecodeOptions(language=None if args.language == "auto" else args.language, task=args.task, prompt=args.prompt)
+    options = DecodeOptions(language=None if args.language == "auto" else args.language, task=args.task, prompt=args.prompt,
+                            drafts=None if args.drafts == "none" else args.drafts)
     runner = make_runner(args)
+    if args.drafts in ("mtp", "both") and runner.decoder.mtp is None:
+        print(f"note: no MTP heads for model {args.model!r}: decoding one token per step", file=sys.stderr)
     failed = 0
     for path in args.files:
         try:
@@ -49,6 +55,48 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_train_mtp(args: argparse.Namespace) -> int:
+    from gateway.train_mtp import run
+
+    args.mtp_heads = "none"  # the base model alone makes the labels
+    return run(args, make_runner(args))
+
+
+def cmd_transcribe_live(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from gateway.live import Printer, run, summary
+    from gateway.media import AudioError, decode_file
+    from gateway.offline import check_signal
+    from gateway.session import SessionConfig
+
+    if len(args.files) != 1:
+        raise ValueError(f"--live plays one file, got {len(args.files)}")
+    config = SessionConfig(language=None if args.language == "auto" else args.language, prompt=args.prompt, task=args.task)
+    path = args.files[0]
+    try:
+        audio = decode_file(path)
+        check_signal(audio, path)
+    except AudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    runner = make_runner(args)
+    runner.warm_up()  # so the first captions' lag is the decoding's, not lazy initialisation's
+    printer = Printer(args.json)
+    asyncio.run(run(runner, audio, Path(path).name or "live", config, args.speed, printer))
+    if args.progress or sys.stderr.isatty():
+        print(summary(printer), file=sys.stderr)
+    return 0
+
+
+def speed(value: str) -> float:
+    s = float(value)
+    if not s >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: as fast as possible), got {value}")
+    return s
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livecaptions", description="Self-hosted real-time captioning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,7 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prompt", default=None, help="initial prompt: context or hotwords that bias spelling")
     t.add_argument("--json", action="store_true", help="one JSON object per file on its own line")
     t.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a terminal")
+    t.add_argument("--live", action="store_true",
+                   help="play the file (one) as a live stream: partial and final captions as they come, with their lag; "
+                        "with --json, one caption event per line")
+    t.add_argument("--speed", type=speed, default=1.0, help="with --live: times real time (default 1; 0: as fast as possible)")
+    t.add_argument("--drafts", default="mtp", choices=("mtp", "none"),
+                   help="mtp: multi-token prediction with the model's heads (same output, fewer decoder passes; default)")
     t.set_defaults(func=cmd_transcribe)
+
+    m = sub.add_parser("train-mtp", help="train multi-token-prediction heads for a model by self-distillation")
+    add_engine_args(m)
+    m.add_argument("--utterances", type=int, default=1500, help="synthetic utterances to make (default 1500)")
+    m.add_argument("--heads", type=int, default=4, help="heads K: drafts per decoder step (default 4)")
+    m.add_argument("--epochs", type=int, default=4)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--corpus", default="../shared/corpus", help="folder with zh-commonvoice.txt (Mandarin sentences)")
+    m.add_argument("--work", default=".mtp-work", help="cache of labelled states and checkpoints (resumable)")
+    m.add_argument("--output", default=None, help="heads file (default: engine/heads/<model sha>-<model>.safetensors)")
+    m.set_defaults(func=cmd_train_mtp)
     return parser
 
 

@@ -1,0 +1,355 @@
+"""A live caption session: one stream's audio -> segmenter -> engine -> caption events, in order. No network code.
+
+    session = CaptionSession("room-1", engine, SessionConfig(language="en"), emit=send)  # send: async (Event) -> None
+    await session.feed(pcm)   # 16 kHz mono float32 chunks of any size, as they arrive
+    await session.flush()     # optional: end the current utterance now (a "push to talk" release)
+    await session.close()     # end of stream: waits for every final, then session.ended
+
+Events go to `emit` one at a time, in `seq` order (an `emit` that blocks holds the session back: back-pressure).
+Per segment: speech.started; caption.partial while it grows (at most one partial decode in flight per session; a
+partial that comes due meanwhile waits, and only the newest waiting one is kept); speech.stopped when the segmenter
+ends it; caption.final when its decode returns. A partial already in flight when its segment ends is still shown
+if it returns before the final is in (a preview while the final decodes; under load often the only one), never
+after. Finals go out in segment order whatever order the engine returns them in. A segment whose final text is
+empty (noise, breath: the engine judged it silence) gets no caption.final, only its speech.stopped. A failed final
+becomes an `error` event in the final's place; a failed partial is only logged. Either way the session goes on.
+
+Latency: `clock` is the seconds of audio fed so far; `lag(event)` (call it from `emit`) is how far that clock is
+past the end of the event's audio, and `latency` keeps a running summary of it per caption type.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.decoding import DecodeOptions
+from engine.runner import Transcript
+from engine.scheduler import Cancelled, Overloaded, Superseded
+from engine.service import Engine
+from gateway import events as ev
+from gateway.media import SAMPLE_RATE
+from vad import events as vad
+from vad.config import SegmenterConfig
+from vad.segmenter import Segmenter
+
+log = logging.getLogger("livecaptions.session")
+
+Emit = Callable[[ev.Event], Awaitable[None]]
+CHARACTER_LANGUAGES = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")  # written without spaces between words
+_WORD = re.compile(r"\S+")
+
+
+def stable_prefix(previous: str, current: str, language: str | None = None) -> str:
+    """The part of `current` that `previous` agrees with: their longest common prefix in whole words (characters for
+    languages written without spaces), as a prefix of `current`. A word still being spoken ("coun" -> "country")
+    differs, so only words both drafts finished count."""
+    if language in CHARACTER_LANGUAGES:
+        n = 0
+        while n < min(len(previous), len(current)) and previous[n] == current[n]:
+            n += 1
+        return current[:n].rstrip()
+    end = 0
+    for a, b in zip(_WORD.finditer(previous), _WORD.finditer(current)):
+        if a.group() != b.group():
+            break
+        end = b.end()
+    return current[:end]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    language: str | None = None  # ISO code, or None to detect per segment
+    prompt: str | None = None  # initial prompt for every decode: names, jargon, spelling
+    task: str = "transcribe"  # or "translate" (to English)
+    partials: bool = True  # False: finals only (saves the engine for other streams)
+    # ms of silence that end an utterance. Longer than the segmenter's 600: a pause for effect (1.16 s in JFK's
+    # "ask not") stays inside its sentence, so finals are whole sentences (more context, fewer errors) and the
+    # partials bridge the wait; a turn or a new topic (>= 1.3 s, as between ../shared/speech clips) ends it.
+    endpoint_ms: int = 1250
+    partial_interval_ms: int = 500  # ms of new speech between partials
+
+    def __post_init__(self) -> None:
+        if self.language is not None and not re.fullmatch(r"[a-z]{2,3}", self.language):
+            raise ValueError(f"language must be an ISO code such as 'en', or None to detect, not {self.language!r}")
+        self.segmenter()  # the VAD validates the durations
+        self.decode_options()  # and the engine the task
+
+    def segmenter(self) -> SegmenterConfig:
+        return SegmenterConfig(sample_rate=SAMPLE_RATE, endpoint_ms=self.endpoint_ms,
+                               partial_interval_ms=self.partial_interval_ms)
+
+    def decode_options(self) -> DecodeOptions:
+        # "both": the previous partial's tokens where they still match, the MTP heads' drafts elsewhere
+        return DecodeOptions(language=self.language, task=self.task, prompt=self.prompt, drafts="both")
+
+
+@dataclass
+class Latency:
+    """Running lag of one caption type behind the audio clock (no per-event history: sessions can run for hours)."""
+
+    count: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+
+    def add(self, lag_s: float) -> None:
+        self.count, self.total_s, self.max_s = self.count + 1, self.total_s + lag_s, max(self.max_s, lag_s)
+
+    @property
+    def mean_s(self) -> float:
+        return self.total_s / self.count if self.count else 0.0
+
+
+@dataclass
+class _Segment:
+    """A segment whose final is not out yet: open (end None), then decoding, then decoded (result set) and waiting
+    for the finals of earlier segments."""
+
+    id: int
+    start: float
+    end: float | None = None
+    tokens: tuple[int, ...] = ()  # the latest partial's tokens: drafts for the next decode
+    text: str = ""  # the latest partial's text: `stable` is judged against it
+    result: Transcript | Exception | None = None  # its final
+
+
+@dataclass(frozen=True, eq=False)
+class _Due:
+    """A partial waiting for the one in flight to return."""
+
+    segment: int
+    end: float
+    audio: np.ndarray
+
+
+def _writable(audio: np.ndarray) -> np.ndarray:
+    """A private float32 copy: segmenter audio is read-only, and torch warns when it wraps a read-only array."""
+    return np.array(audio, dtype=np.float32)
+
+
+class CaptionSession:
+    """One stream's captions. Drive it from one task of one event loop (feed, flush, close in turn)."""
+
+    def __init__(self, stream_id: str, engine: Engine, config: SessionConfig = SessionConfig(), *, emit: Emit) -> None:
+        tokenizer = engine.runner.tokenizer
+        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
+            raise ValueError(f"unknown language {config.language!r}; known: {', '.join(tokenizer.languages)}")
+        self.stream_id, self.engine, self.config = stream_id, engine, config
+        self.latency = {kind: Latency() for kind in (ev.CaptionPartial.type, ev.CaptionFinal.type)}
+        self._emit_cb = emit
+        self._options = config.decode_options()
+        self._segmenter = Segmenter(config.segmenter())
+        self._offset = 0  # samples fed to segmenters before the current one (flush() starts a new one)
+        self._base = 0  # session segment id of the current segmenter's segment 0
+        self._next_segment = 0
+        self._fed = 0  # samples fed in all
+        self._seq = 0
+        self._lock = asyncio.Lock()  # one emission at a time, so seq order is delivery order
+        self._segments: dict[int, _Segment] = {}  # by id, so in segment order: those whose final is not out yet
+        self._open: _Segment | None = None  # the one being spoken
+        self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
+        self._due: _Due | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._failure: BaseException | None = None
+        self._state = "new"  # new -> live -> ended
+
+    @property
+    def clock(self) -> float:
+        """Seconds of audio fed so far: the audio clock that latency is measured against."""
+        return self._fed / SAMPLE_RATE
+
+    def lag(self, event: ev.Event) -> float:
+        """How far the audio clock is past the end of what `event` covers; called from `emit`, its latency."""
+        end = getattr(event, "end", None)
+        if end is None:
+            end = getattr(event, "start", self.clock)
+        return round(self.clock - end, 3)
+
+    @property
+    def ended(self) -> bool:
+        return self._state == "ended"
+
+    async def __aenter__(self) -> CaptionSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.abort()
+
+    async def start(self) -> None:
+        """Emit session.started (feed() does it when not called)."""
+        if self._state == "new":
+            self._state = "live"
+            await self._emit(ev.SessionStarted, sample_rate=SAMPLE_RATE, language=self.config.language or "auto",
+                             model=self.engine.runner.model_name)
+
+    async def feed(self, pcm: np.ndarray) -> None:
+        """Append 16 kHz mono float32 samples in [-1, 1]; emits what they complete before it returns."""
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.float32 or pcm.ndim != 1:
+            raise ValueError(f"a session takes 1-D float32 16 kHz PCM, got {pcm.dtype} of shape {pcm.shape}")
+        await self._live()
+        self._fed += len(pcm)
+        await self._handle(self._segmenter.feed(pcm))
+
+    async def flush(self, wait: bool = False) -> None:
+        """End the current utterance now, as if the speaker paused; `wait`: return only once its final is out."""
+        await self._live()
+        await self._handle(self._segmenter.flush())
+        self._offset, self._base = self._fed, self._next_segment
+        self._segmenter = Segmenter(self.config.segmenter())
+        if wait:
+            await self._drain()
+
+    async def close(self) -> None:
+        """End of stream: end the open utterance, deliver every final, then session.ended. Idempotent."""
+        if self._state == "ended":
+            return
+        await self._live()
+        await self._handle(self._segmenter.flush())
+        await self._drain()
+        self._state = "ended"
+        await self._emit(ev.SessionEnded, end=self.clock)
+
+    async def abort(self) -> None:
+        """End now, dropping undelivered captions (the client is gone): cancels this stream's queued decodes."""
+        if self._state != "live":
+            self._state = "ended"  # never started: nothing to tell anyone
+            return
+        self._state = "ended"
+        self.engine.cancel_stream(self.stream_id)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._failure is None:
+            try:
+                await self._emit(ev.SessionEnded, end=self.clock)
+            except Exception:  # the receiver is likely what failed; aborting must not raise for it
+                log.debug("session %s: session.ended not delivered", self.stream_id, exc_info=True)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    async def _live(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"session {self.stream_id!r} failed: {self._failure!r}") from self._failure
+        if self._state == "ended":
+            raise RuntimeError(f"session {self.stream_id!r} has ended")
+        await self.start()
+
+    async def _drain(self) -> None:
+        """Wait until every requested final has been emitted (and the partial in flight, if any, has returned)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._failure is not None:
+            raise RuntimeError(f"session {self.stream_id!r} failed: {self._failure!r}") from self._failure
+
+    def _seconds(self, sample: int) -> float:
+        return (self._offset + sample) / SAMPLE_RATE
+
+    async def _handle(self, events: list[vad.Event]) -> None:
+        for e in events:
+            segment = self._base + e.index
+            if isinstance(e, vad.SpeechStarted):
+                self._next_segment = segment + 1
+                self._open = self._segments[segment] = _Segment(segment, self._seconds(e.start))
+                await self._emit(ev.SpeechStarted, segment=segment, start=self._open.start)
+            elif isinstance(e, vad.PartialDue):
+                if self.config.partials and self._open is not None and self._open.id == segment:
+                    self._due = _Due(segment, self._seconds(e.end), e.audio)
+                    if self._partial is None:
+                        self._start_partial()
+            elif isinstance(e, vad.SpeechEnded):
+                seg = self._segments[segment]
+                seg.end, self._open, self._due = self._seconds(e.end), None, None  # its final needs no more previews
+                await self._emit(ev.SpeechStopped, segment=segment, end=seg.end)
+                self._spawn(self._final(seg, e.audio))
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task is self._partial:  # also when it was cancelled before it ever ran
+            self._partial = None
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()  # an emit failed: the next call on the session raises it
+            log.error("session %s failed", self.stream_id, exc_info=self._failure)
+
+    def _start_partial(self) -> None:
+        due, self._due = self._due, None
+        assert due is not None and self._open is not None
+        self._partial = self._spawn(self._run_partial(due, self._open.tokens))  # tokens of the partial before
+
+    async def _run_partial(self, due: _Due, previous: tuple[int, ...]) -> None:
+        try:
+            t = await self._decode_partial(due, previous)
+            if t is not None and t.text:
+                async with self._lock:
+                    seg = self._segments.get(due.segment)
+                    # Still worth showing while its final is being decoded; once the final is in, never.
+                    if seg is not None and seg.result is None:
+                        stable = stable_prefix(seg.text, t.text, self.config.language or t.result.language)
+                        seg.tokens, seg.text = t.result.tokens, t.text
+                        await self._send(ev.CaptionPartial, segment=due.segment, text=t.text, stable=stable,
+                                         start=seg.start, end=due.end)
+        finally:
+            self._partial = None
+        if self._due is not None and self._state != "ended":
+            self._start_partial()
+
+    async def _decode_partial(self, due: _Due, previous: tuple[int, ...]) -> Transcript | None:
+        try:
+            return await self.engine.transcribe(_writable(due.audio), self._options, stream=self.stream_id,
+                                                final=False, previous=previous)
+        except (Superseded, Overloaded, Cancelled) as e:
+            log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
+        except Exception:  # a preview is not worth a session: log it, the final will still come
+            log.warning("session %s: partial of segment %d failed", self.stream_id, due.segment, exc_info=True)
+        return None
+
+    async def _final(self, seg: _Segment, audio: np.ndarray) -> None:
+        # The last partial's tokens are drafts for the final too: the verified output is the same, found sooner.
+        try:
+            seg.result = await self.engine.transcribe(_writable(audio), self._options, stream=self.stream_id,
+                                                      final=True, previous=seg.tokens)
+        except Exception as e:  # not CancelledError: abort() means nobody wants the final any more
+            log.warning("session %s: final of segment %d failed", self.stream_id, seg.id, exc_info=True)
+            seg.result = e
+        async with self._lock:
+            # Emit every final that is ready and has no earlier segment still decoding before it.
+            while self._segments and (head := next(iter(self._segments.values()))).result is not None:
+                del self._segments[head.id]
+                await self._send_final(head)
+
+    async def _send_final(self, seg: _Segment) -> None:
+        if isinstance(seg.result, Exception):
+            await self._send(ev.Error, code="final_failed", segment=seg.id,
+                             message=f"segment {seg.id} could not be transcribed: {seg.result}")
+        elif seg.result is not None and seg.result.text:  # empty: the engine heard no speech; no final for it
+            r = seg.result.result
+            await self._send(ev.CaptionFinal, segment=seg.id, text=seg.result.text, start=seg.start, end=seg.end,
+                             language=r.language, no_speech_prob=r.no_speech_prob,
+                             decode={"forwards": r.forwards, "tokens": r.emitted})
+
+    async def _emit(self, cls: type, **fields: Any) -> None:
+        async with self._lock:
+            await self._send(cls, **fields)
+
+    async def _send(self, cls: type, **fields: Any) -> None:
+        """Number and deliver one event; the caller holds the lock."""
+        event = cls(stream=self.stream_id, seq=self._seq, **fields)
+        self._seq += 1
+        if event.type in self.latency:
+            self.latency[event.type].add(self.lag(event))
+        await self._emit_cb(event)

@@ -1,0 +1,301 @@
+"""CaptionSession on real speech and the real model: one final per utterance as accurate as each utterance alone,
+partials never after their final, finals in segment order, seq strictly increasing, close/flush/abort, errors."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from bench.scoring import error_rate
+from engine.decoding import DecodeOptions
+from engine.service import Engine
+from gateway import events as ev
+from gateway.live import play
+from gateway.session import CaptionSession, SessionConfig, stable_prefix
+from tests.conftest import load_clip
+
+RATE = 16000
+GAP_S = 2.0  # silence between utterances: well past the session's 1.25 s endpoint
+EN = SessionConfig(language="en")
+
+
+@dataclass
+class Run:
+    events: list = field(default_factory=list)
+    lags: dict[int, float] = field(default_factory=dict)  # seq -> lag behind the audio clock when emitted
+    wall_s: float = 0.0
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def session(engine: Engine, config: SessionConfig = EN, stream: str = "test") -> tuple[CaptionSession, Run]:
+    run = Run()
+
+    async def emit(event: ev.Event) -> None:
+        run.events.append(event)
+        run.lags[event.seq] = s.lag(event)
+
+    s = CaptionSession(stream, engine, config, emit=emit)
+    return s, run
+
+
+def check_order(events: list) -> None:
+    """The invariants every viewer relies on."""
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert isinstance(events[0], ev.SessionStarted) and isinstance(events[-1], ev.SessionEnded)
+    assert sum(isinstance(e, (ev.SessionStarted, ev.SessionEnded)) for e in events) == 2
+    started, stopped, finished = set(), set(), set()
+    for e in events:
+        segment = getattr(e, "segment", None)
+        if segment is None:
+            continue
+        assert segment not in finished, f"{e} after the final of its segment"
+        if isinstance(e, ev.SpeechStarted):
+            assert segment == len(started) and not started - stopped  # ids in order, one open at a time
+            started.add(segment)
+        elif isinstance(e, ev.SpeechStopped):
+            assert segment in started and segment not in stopped
+            stopped.add(segment)
+        elif isinstance(e, ev.CaptionPartial):
+            assert segment in started and e.text.startswith(e.stable)
+        elif isinstance(e, (ev.CaptionFinal, ev.Error)):
+            assert segment in stopped and all(segment > f for f in finished)  # finals in segment order
+            finished.add(segment)
+    assert stopped == started
+
+
+@pytest.fixture(scope="module")
+def engine(runners):
+    engine = Engine(runners("base", "int8"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def english(speech):
+    clips = [c for c in speech if c.language == "en" and c.duration_s < 20][:3]
+    assert len(clips) == 3
+    return clips
+
+
+@pytest.fixture(scope="module")
+def stream(english) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The clips with GAP_S of silence before, between and after -> (audio, each clip's (start, end) in seconds)."""
+    pieces, spans, t = [np.zeros(int(GAP_S * RATE), np.float32)], [], GAP_S
+    for clip in english:
+        audio = load_clip(clip)
+        pieces += [audio, np.zeros(int(GAP_S * RATE), np.float32)]
+        spans.append((t, t + len(audio) / RATE))
+        t += (len(audio) / RATE) + GAP_S
+    return np.concatenate(pieces), spans
+
+
+@pytest.fixture(scope="module")
+def live10x(engine, stream) -> tuple[CaptionSession, Run]:
+    """The stream played live at 10x real time, once for the tests that read it."""
+    s, run = session(engine)
+    t0 = time.monotonic()
+    asyncio.run(play(s, stream[0], speed=10))
+    run.wall_s = time.monotonic() - t0
+    return s, run
+
+
+# -- pure -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("previous, current, language, stable", [
+    ("", "and so", "en", ""),
+    ("and so my", "and so my fellow", "en", "and so my"),
+    ("ask not what your coun", "ask not what your country", "en", "ask not what your"),  # a word still growing
+    ("And so,", "And so my", "en", "And"),  # punctuation makes a word differ
+    ("and  so my", "and so my", "en", "and so my"),  # spacing is not a difference; the result is `current`'s text
+    ("one two", "three", "en", ""),
+    ("广州市房", "广州市房地产", "zh", "广州市房"),  # no spaces: characters
+    ("广州市房地", "广州市方", "zh", "广州市"),
+    ("ab", "ab cd", None, "ab"),
+])
+def test_stable_prefix(previous, current, language, stable):
+    assert stable_prefix(previous, current, language) == stable
+    assert current.startswith(stable_prefix(previous, current, language))
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="language"):
+        SessionConfig(language="auto")  # None means detect
+    with pytest.raises(ValueError):
+        SessionConfig(endpoint_ms=100)  # shorter than the segmenter's post-roll
+    with pytest.raises(ValueError):
+        SessionConfig(task="summarise")
+    assert SessionConfig().segmenter().endpoint_ms == 1250
+
+
+# -- live, real model -------------------------------------------------------------------------------------------
+
+
+def test_one_final_per_utterance_as_accurate_as_each_alone(live10x, stream, english, runners):
+    s, run = live10x
+    finals = run.of(ev.CaptionFinal)
+    assert len(finals) == len(english)
+    for final, (start, end) in zip(finals, stream[1]):  # each final covers its utterance (with the pre/post roll)
+        assert start - 0.5 < final.start < end and start < final.end < end + 0.5
+        assert final.language == "en" and final.decode["forwards"] > 0
+    alone = runners("base", "int8").transcribe([load_clip(c) for c in english], DecodeOptions(language="en"))
+    wer_alone = error_rate([(c.reference, t.text) for c, t in zip(english, alone)], "en")
+    wer_live = error_rate([(" ".join(c.reference for c in english), " ".join(f.text for f in finals))], "en")
+    assert wer_live <= wer_alone + 2.0, (wer_live, wer_alone, [f.text for f in finals])
+
+
+def test_live_events_keep_their_order_and_partials_only_grow_to_their_final(live10x, stream):
+    s, run = live10x
+    check_order(run.events)
+    partials, finals = run.of(ev.CaptionPartial), {f.segment: f for f in run.of(ev.CaptionFinal)}
+    assert partials, "no partial at 10x"
+    for p in partials:
+        # A partial hears up to the endpoint's silence after the words; the final stops at the post-roll.
+        assert p.start == finals[p.segment].start and p.end <= finals[p.segment].end + EN.endpoint_ms / 1000
+    for a, b in zip(partials, partials[1:]):
+        if a.segment == b.segment:
+            assert a.end < b.end and b.stable == stable_prefix(a.text, b.text, "en")
+    assert run.wall_s >= len(stream[0]) / RATE / 10  # paced, not dumped
+    # Latency behind the audio clock: measured for every caption, summarised per type.
+    assert s.latency["caption.final"].count == len(finals) and s.latency["caption.partial"].count == len(partials)
+    assert all(run.lags[e.seq] >= 0 for e in partials + list(finals.values()))
+    assert s.clock == pytest.approx(len(stream[0]) / RATE)
+
+
+def test_close_mid_speech_flushes_the_final(engine, speech):
+    jfk = load_clip(speech[0])  # "And so my fellow Americans, ask not ..."
+    s, run = session(engine)
+
+    async def main():
+        await s.feed(jfk[: 4 * RATE])  # cut off while he is speaking
+        await s.close()
+        await s.close()  # idempotent
+
+    asyncio.run(main())
+    check_order(run.events)
+    finals = run.of(ev.CaptionFinal)
+    assert len(finals) == 1 and finals[0].end <= 4.0
+    assert error_rate([("and so my fellow americans ask not", finals[0].text)], "en") <= 20, finals[0].text
+    assert s.ended and run.events[-1].end == 4.0
+
+
+def test_flush_ends_the_utterance_now_and_the_stream_goes_on(engine, speech):
+    jfk = load_clip(speech[0])
+    s, run = session(engine, SessionConfig(language="en", partials=False))
+
+    async def main():
+        await s.feed(jfk[: int(2.2 * RATE)])  # "and so my fellow Americans"
+        await s.flush(wait=True)
+        first = run.of(ev.CaptionFinal)
+        await s.feed(jfk[int(2.2 * RATE):])
+        await s.close()
+        return first
+
+    first = asyncio.run(main())
+    check_order(run.events)
+    assert len(first) == 1 and "fellow" in first[0].text.lower() and first[0].end <= 2.2
+    rest = run.of(ev.CaptionFinal)[1:]
+    assert rest and rest[0].segment == 1 and rest[0].start >= 2.2  # ids and times go on from the flush
+    assert not run.of(ev.CaptionPartial)  # partials off
+    assert "your country" in rest[-1].text
+
+
+def test_silence_and_noise_give_no_captions(engine):
+    rng = np.random.default_rng(0)
+    s, run = session(engine)
+    noise = (np.cumsum(rng.normal(0, 1, 6 * RATE)) * 1e-4).astype(np.float32)  # brown-ish, about -40 dBFS
+    asyncio.run(play(s, np.concatenate([np.zeros(RATE, np.float32), noise]), speed=0))
+    assert [e.type for e in run.events] == ["session.started", "session.ended"]
+
+
+class FirstFinalLast(Engine):
+    """The real engine, but the first final's result is held back until a later final has returned: the engine
+    finishing finals out of order."""
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        self.returned: list[str] = []
+        self._later = asyncio.Event()
+
+    async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, previous=()):
+        t = await super().transcribe(audio, options, stream=stream, final=final, previous=previous)
+        if final:
+            if not self.returned:
+                self.returned.append("")  # claim "first" before waiting
+                await self._later.wait()
+            else:
+                self._later.set()
+            self.returned.append(t.text)
+        return t
+
+
+def test_finals_go_out_in_segment_order_whatever_order_they_finish_in(runners, speech):
+    en = [c for c in speech if c.language == "en"]
+    gap = np.zeros(2 * RATE, np.float32)
+    audio = np.concatenate([load_clip(en[2]), gap, load_clip(en[0]), gap])  # two utterances
+    engine = FirstFinalLast(runners("base", "int8"))
+    s, run = session(engine, SessionConfig(language="en", partials=False))
+    try:
+        asyncio.run(play(s, audio, speed=0))
+    finally:
+        engine.close()
+    check_order(run.events)
+    finals = run.of(ev.CaptionFinal)
+    assert "country" in engine.returned[1] and "country" not in engine.returned[2]  # the engine: second, first
+    assert [f.segment for f in finals] == [0, 1] and "country" in finals[1].text  # the viewers: first, second
+
+
+def test_engine_failure_is_an_error_event_and_the_session_goes_on(runners, speech):
+    dead = Engine(runners("base", "int8"))
+    dead.close()  # every request now fails: partials are only logged, finals become error events
+    s, run = session(dead)
+    en = [c for c in speech if c.language == "en"]
+    gap = np.zeros(2 * RATE, np.float32)
+    asyncio.run(play(s, np.concatenate([load_clip(en[0]), gap, load_clip(en[2]), gap]), speed=0))
+    check_order(run.events)
+    errors = run.of(ev.Error)
+    assert [e.segment for e in errors] == [0, 1] and all(e.code == "final_failed" for e in errors)
+    assert not run.of(ev.CaptionFinal) and not run.of(ev.CaptionPartial)
+
+
+def test_bad_input_and_misuse_are_clear_errors(engine):
+    with pytest.raises(ValueError, match="unknown language"):
+        session(engine, SessionConfig(language="xx"))
+    s, _ = session(engine)
+
+    async def main():
+        with pytest.raises(ValueError, match="float32"):
+            await s.feed(np.zeros(160, np.int16))
+        await s.close()
+        with pytest.raises(RuntimeError, match="ended"):
+            await s.feed(np.zeros(160, np.float32))
+
+    asyncio.run(main())
+
+
+def test_a_failing_receiver_fails_the_session_loudly(engine, speech):
+    async def emit(event):
+        if isinstance(event, ev.SpeechStarted):
+            raise ConnectionResetError("viewer gone")
+
+    s = CaptionSession("broken", engine, EN, emit=emit)
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(play(s, load_clip(speech[3]), speed=0))
+
+
+def test_abort_drops_pending_captions_and_ends_the_stream(engine, speech):
+    s, run = session(engine)
+
+    async def main():
+        await s.feed(load_clip(speech[0]))
+        await s.feed(np.zeros(2 * RATE, np.float32))  # the utterance ends: its final is requested
+        await s.abort()
+
+    asyncio.run(main())
+    assert run.events[-1].type == "session.ended" and s.ended
+    assert [e.seq for e in run.events] == list(range(len(run.events)))
