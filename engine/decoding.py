@@ -14,7 +14,7 @@ from torch import Tensor
 
 from engine.model import CrossKV, Whisper
 from engine.quant import Int8Linear
-from engine.mtp import DRAFT_SOURCES, MTPDrafter, MTPHeads, previous_drafts
+from engine.mtp import DRAFT_SOURCES, AudioKV, MTPDrafter, MTPHeads, previous_drafts
 from engine.tokenizer import Tokenizer
 
 LANGUAGE_AUTO = None
@@ -143,7 +143,7 @@ class GreedyDecoder:
                 last_hidden = last_hidden[idx]
                 live = [live[i] for i in keep]
             active = [rows[i] for i in live]
-            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, self._drafts(active, last_hidden))]
+            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, self._drafts(active, last_hidden, cross))]
             start = cache.lengths.clone()
             hidden, lengths = self._forward(cache, cross, [[r.out[-1]] + d for r, d in zip(active, drafts)], active)
             choices = self._greedy(hidden, drafts, active)
@@ -159,13 +159,14 @@ class GreedyDecoder:
             last_hidden = hidden[torch.arange(len(active)), acc]
         return [self._result(r) for r in rows]
 
-    def _drafts(self, rows: list[_Row], hidden: Tensor) -> list[list[int]]:
+    def _drafts(self, rows: list[_Row], hidden: Tensor, cross: CrossKV) -> list[list[int]]:
         """Each row's drafts: its previous hypothesis where one is given and still matches, else the heads'."""
         drafts = [previous_drafts(r.out, r.opts.previous, PREVIOUS_DRAFT_LEN) if r.opts.drafts in ("previous", "both") else []
                   for r in rows]
         need = [i for i, (r, d) in enumerate(zip(rows, drafts)) if not d and r.opts.drafts in ("mtp", "both")]
         if need and self.mtp is not None:
-            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[need])):
+            idx = torch.tensor(need, device=self.device)
+            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[idx], AudioKV.of(cross, idx))):
                 drafts[i] = d
         return drafts
 

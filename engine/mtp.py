@@ -1,51 +1,80 @@
 """Multi-token prediction: small heads that draft the next K tokens, and the draft sources decoding verifies.
 
-Head k refines a running state from the decoder's final hidden state h_t and the token just chosen, then the
-model's own (tied) unembedding turns it into a guess at token t+1+k:
+Head k refines a running state from the decoder's final hidden state h_t and the token just chosen, looks at the
+audio once, then the model's own (tied) unembedding turns it into a guess at token t+1+k:
 
-    s_0 = h_t,   s_k = s_{k-1} + SiLU(W_k [s_{k-1}; e(y_{t+k})] + b_k),   draft_k = argmax U(s_k)
+    s = s_{k-1} + SiLU(W_k [s_{k-1}; e(y_{t+k})] + b_k)        (Hydra: condition on the previous token)
+    s_k = s + Out_k(Attn(Q_k LN_k(s), K_L, V_L))               (look at the audio: the last decoder layer's
+    draft_k = argmax U(s_k)                                      cross-attention keys/values, already computed)
 
 y_{t+1} is the base model's verified choice, later y's are the heads' own drafts (teacher-forced in training).
-Conditioning on the previous token is what Hydra adds to Medusa's independent heads; it is one more embedding
-lookup per head and raised acceptance in our measurements (README). Heads live in a small safetensors file bound
-to the base model's sha256; verification (engine/decoding.py) keeps the output token-for-token greedy.
+Medusa's independent heads see only h_t, which attended to the audio of the current word; a speech recogniser's
+next words are in the audio further on, so each head gets one cross-attention read (README has the measurements).
+Heads live in a small safetensors file bound to the base model's sha256; verification (engine/decoding.py) keeps
+the output token-for-token greedy.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.model import CrossKV, LayerNorm, attention
+
 DRAFT_SOURCES = ("mtp", "previous", "both", None)
 HEADS_DIR = Path(__file__).parent / "heads"  # heads shipped with the package, one file per bundled model
 
 
 class MTPHeads(nn.Module):
-    def __init__(self, d_model: int, n_heads: int = 4, vocab: Tensor | None = None):
+    def __init__(self, d_model: int, n_heads: int = 4, vocab: Tensor | None = None, n_attn_heads: int = 8):
         super().__init__()
-        self.n_heads = n_heads
+        self.n_heads, self.n_attn_heads = n_heads, n_attn_heads
         self.blocks = nn.ModuleList([nn.Linear(2 * d_model, d_model) for _ in range(n_heads)])
+        self.attn_ln = nn.ModuleList([LayerNorm(d_model) for _ in range(n_heads)])
+        self.attn_q = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(n_heads)])
+        self.attn_out = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(n_heads)])
         # The head vocabulary: tokens the model emitted in training. Projecting onto these few thousand rows of the
         # unembedding instead of all 51865 is what keeps K heads cheaper than the decoder pass they save (README).
         self.register_buffer("vocab", vocab if vocab is not None else torch.zeros(0, dtype=torch.long))
-        for b in self.blocks:  # start as the identity: s_k = s_{k-1}
-            nn.init.zeros_(b.weight)
-            nn.init.zeros_(b.bias)
+        for lin in [*self.blocks, *self.attn_out]:  # start as the identity: s_k = s_{k-1}
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
-    def step(self, k: int, state: Tensor, token_emb: Tensor) -> Tensor:
-        """(..., D) state and embedding of the last token -> the state that predicts the token after it."""
-        return state + F.silu(self.blocks[k](torch.cat([state, token_emb], dim=-1)))
+    def step(self, k: int, state: Tensor, token_emb: Tensor, audio: AudioKV) -> Tensor:
+        """(B, n, D) states and embeddings of their last tokens -> the states that predict the tokens after them.
+        The n positions of a row share its audio (B, T, D)."""
+        s = state + F.silu(self.blocks[k](torch.cat([state, token_emb], dim=-1)))
+        q = self.attn_q[k](self.attn_ln[k](s))
+        return s + self.attn_out[k](attention(q, audio.keys, audio.values, self.n_attn_heads, audio.mask))
 
-    def states(self, hidden: Tensor, token_embs: Tensor) -> Tensor:
-        """Teacher-forced states for training: hidden (N, D), token_embs (N, K, D) of y_{t+1..t+K} -> (N, K, D)."""
+    def states(self, hidden: Tensor, token_embs: Tensor, audio: AudioKV) -> Tensor:
+        """Teacher-forced states for training: hidden (B, n, D), token_embs (B, n, K, D) of y_{t+1..t+K}
+        -> (B, n, K, D)."""
         out, s = [], hidden
         for k in range(self.n_heads):
-            s = self.step(k, s, token_embs[:, k])
+            s = self.step(k, s, token_embs[:, :, k], audio)
             out.append(s)
-        return torch.stack(out, dim=1)
+        return torch.stack(out, dim=2)
+
+
+@dataclass
+class AudioKV:
+    """What the heads read of the audio: the last decoder layer's cross-attention keys/values (B, T, D) and the
+    attention mask (B, 1, 1, T) or None."""
+
+    keys: Tensor
+    values: Tensor
+    mask: Tensor | None
+
+    @classmethod
+    def of(cls, cross: CrossKV, rows: Tensor | None = None) -> AudioKV:
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])  # noqa: E731
+        mask = None if cross.mask is None else pick(cross.mask)[:, None, None, :]
+        return cls(pick(cross.keys[-1]), pick(cross.values[-1]), mask)
 
 
 class MTPDrafter:
@@ -64,16 +93,18 @@ class MTPDrafter:
         self.heads, self.embed, self.proj, self.n_drafts = heads, embed, proj, n_drafts
 
     @torch.inference_mode()
-    def propose(self, last: list[int], hidden: Tensor) -> list[list[int]]:
-        """last: each row's newest token (not yet fed); hidden (B, D): the state that predicted it."""
+    def propose(self, last: list[int], hidden: Tensor, audio: AudioKV) -> list[list[int]]:
+        """last: each row's newest token (not yet fed); hidden (B, D): the state that predicted it; audio: the rows'
+        last-layer cross-attention keys/values."""
         dtype = self.heads.blocks[0].weight.dtype
-        s = hidden.to(dtype)
-        tok = torch.tensor(last, device=hidden.device)
+        s = hidden.to(dtype)[:, None]  # (B, 1, D)
+        audio = AudioKV(audio.keys.to(dtype), audio.values.to(dtype), audio.mask)
+        tok = torch.tensor(last, device=hidden.device)[:, None]
         drafts = []
         for k in range(self.n_drafts):
-            s = self.heads.step(k, s, self.embed(tok).to(dtype))
+            s = self.heads.step(k, s, self.embed(tok).to(dtype), audio)
             tok = self.vocab[self.proj(s).argmax(-1)]
-            drafts.append(tok)
+            drafts.append(tok[:, 0])
         return torch.stack(drafts, dim=1).tolist()
 
 
@@ -96,7 +127,8 @@ def save_heads(path: Path, heads: MTPHeads, model_sha256: str, meta: dict) -> No
     from safetensors.torch import save_file
 
     tensors = {k: (v.int() if k == "vocab" else v.half()).detach().contiguous() for k, v in heads.state_dict().items()}
-    info = {"model_sha256": model_sha256, "n_heads": str(heads.n_heads), "meta": json.dumps(meta)}
+    info = {"model_sha256": model_sha256, "n_heads": str(heads.n_heads), "n_attn_heads": str(heads.n_attn_heads),
+            "meta": json.dumps(meta)}
     save_file(tensors, str(path), metadata=info)
 
 
@@ -111,7 +143,7 @@ def load_heads(path: Path, model_sha256: str | None) -> tuple[MTPHeads, dict]:
         raise ValueError(f"{path}: MTP heads for another model (sha256 {info.get('model_sha256', '?')[:12]}...)")
     d_model = tensors["blocks.0.weight"].shape[0]
     vocab = tensors.pop("vocab").long() if "vocab" in tensors else None
-    heads = MTPHeads(d_model, int(info.get("n_heads", sum(k.endswith(".weight") for k in tensors))), vocab)
+    heads = MTPHeads(d_model, int(info["n_heads"]), vocab, int(info.get("n_attn_heads", 8)))
     heads.load_state_dict(tensors, strict=False)
     return heads.eval(), json.loads(info.get("meta", "{}"))
 

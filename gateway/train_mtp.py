@@ -19,6 +19,21 @@ SHARD = 64  # utterances per cached shard
 WINDOW = 8  # tokens cached after each anchor: enough for up to 8 heads, so shards serve any --heads <= 8
 
 
+def save_shard(path: Path, utts: list) -> None:
+    """Utterances as flat arrays plus lengths (no pickles)."""
+    np.savez(path, hidden=np.concatenate([u.hidden for u in utts]), windows=np.concatenate([u.windows for u in utts]),
+             audio=np.concatenate([u.audio for u in utts]), n=np.array([len(u.hidden) for u in utts]),
+             t=np.array([len(u.audio) for u in utts]))
+
+
+def load_shard(path: Path) -> list:
+    from engine.mtp_train import Utterance
+
+    d = np.load(path)
+    hs, ws = np.split(d["hidden"], np.cumsum(d["n"])[:-1]), np.split(d["windows"], np.cumsum(d["n"])[:-1])
+    return [Utterance(h, w, a) for h, w, a in zip(hs, ws, np.split(d["audio"], np.cumsum(d["t"])[:-1]))]
+
+
 def run(args, runner) -> int:
     import torch  # noqa: F401  (engine modules use it; keeps the import cost visible here)
 
@@ -29,45 +44,34 @@ def run(args, runner) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    shards = sorted(work.glob("shard-*.npz"))
-    done = len(shards) * SHARD
+    done = len(sorted(work.glob("shard-*.npz"))) * SHARD
     t0 = time.time()
-    corpus = Path(args.corpus)
     if done < args.utterances:
         bar = tqdm(total=args.utterances, initial=done, desc="synthesise + label", unit="utt", file=sys.stderr)
         zh_share = 0.4 if runner.tokenizer.multilingual else 0.0  # English-only models get English speech only
-        source = utterances(corpus, args.seed, start=done, zh_share=zh_share)
+        source = utterances(Path(args.corpus), args.seed, start=done, zh_share=zh_share)
         for first in range(done, args.utterances, SHARD):
             batch = [next(source) for _ in range(min(SHARD, args.utterances - first))]
-            hidden, windows, groups = [], [], []
+            kept: list = []
             for i in range(0, len(batch), runner.config.max_batch):
                 part = batch[i : i + runner.config.max_batch]
-                opts = [DecodeOptions(language=u.language, drafts=None) for u in part]
-                out = runner.transcribe([u.audio for u in part], opts)
+                out = runner.transcribe([u.audio for u in part], [DecodeOptions(language=u.language, drafts=None) for u in part])
                 keep = [(u, t) for u, t in zip(part, out) if t.result.tokens]
                 if keep:
-                    h, w = teacher_forced(runner, [u.audio for u, _ in keep], [t.result.language for _, t in keep],
-                                          [list(t.result.tokens) for _, t in keep], WINDOW)
-                    hidden.append(h)
-                    windows.append(w)
-                    lengths = [len(t.result.tokens) + 1 for _, t in keep]
-                    groups.append(np.repeat(np.arange(first + i, first + i + len(keep)), lengths))
+                    kept += teacher_forced(runner, [u.audio for u, _ in keep], [t.result.language for _, t in keep],
+                                           [list(t.result.tokens) for _, t in keep], WINDOW)
                 bar.update(len(part))
-            np.savez(work / f"shard-{first // SHARD:05d}.npz", hidden=np.concatenate(hidden), windows=np.concatenate(windows),
-                     groups=np.concatenate(groups))
+            save_shard(work / f"shard-{first // SHARD:05d}.npz", kept)
         bar.close()
-    shards = sorted(work.glob("shard-*.npz"))[: (args.utterances + SHARD - 1) // SHARD]
-    data = [np.load(p) for p in shards]
-    hidden = np.concatenate([d["hidden"] for d in data])
-    windows = np.concatenate([d["windows"] for d in data])[:, : args.heads + 1]
-    groups = np.concatenate([d["groups"] for d in data])
-    print(f"{len(shards)} shards: {len(np.unique(groups))} utterances, {len(hidden)} token positions", file=sys.stderr)
+    utts = [u for p in sorted(work.glob("shard-*.npz"))[: (args.utterances + SHARD - 1) // SHARD] for u in load_shard(p)]
+    positions = sum(len(u.hidden) for u in utts)
+    print(f"{len(utts)} utterances, {positions} token positions", file=sys.stderr)
 
     import torch
 
     cfg = TrainConfig(n_heads=args.heads, epochs=args.epochs, seed=args.seed)
     ckpt = work / "train-state.pt"
-    tag = json.dumps(asdict(cfg) | {"positions": len(hidden)}, sort_keys=True)
+    tag = json.dumps(asdict(cfg) | {"positions": positions}, sort_keys=True)
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
     if state and state.get("tag") != tag:
         state = None  # different data or settings: start over
@@ -81,11 +85,13 @@ def run(args, runner) -> int:
     def progress(epoch: int, step: int, steps: int, loss: float) -> None:
         bar.set_postfix_str(f"step {step}/{steps} loss {loss:.3f}")
 
+    last = runner.model.decoder.blocks[-1]
     embed = runner.model.decoder.token_embedding.weight.detach()
-    heads, report = fit(hidden, windows, groups, embed, cfg, device, state, on_epoch, progress)
+    heads, report = fit(utts, embed, lambda enc: last.cross_kv(enc.to(runner.device, runner.dtype)).chunk(2, dim=-1), cfg,
+                        device, state, on_epoch, progress)
     bar.close()
     meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model,
-            "utterances": int(len(np.unique(groups))), "positions": int(len(hidden)), "seed": args.seed,
+            "utterances": len(utts), "positions": positions, "seed": args.seed,
             "train": asdict(replace(cfg)), "heldout": report, "seconds": round(time.time() - t0, 1),
             "device": str(device)}
     out = Path(args.output or Path(__file__).resolve().parents[1] / "engine" / "heads" / f"{(runner.sha256 or 'local')[:12]}-{args.model}.safetensors")
