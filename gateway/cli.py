@@ -90,6 +90,18 @@ def cmd_transcribe_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.runner import EngineConfig
+    from gateway.config import ServeConfig
+    from gateway.serve import run
+
+    config = ServeConfig(engine=EngineConfig(**{k: getattr(args, k) for k in ENGINE_FLAGS}), host=args.host,
+                         port=args.port, language=args.language, redis_url=args.redis_url or None,
+                         redis_prefix=args.redis_prefix, max_frame_bytes=args.max_frame_bytes,
+                         idle_timeout_s=args.idle_timeout, history_len=args.history_len, log_level=args.log_level)
+    return run(config)
+
+
 def speed(value: str) -> float:
     s = float(value)
     if not s >= 0:
@@ -120,12 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(m)
     m.add_argument("--utterances", type=int, default=1500, help="synthetic utterances to make (default 1500)")
     m.add_argument("--heads", type=int, default=4, help="heads K: drafts per decoder step (default 4)")
-    m.add_argument("--epochs", type=int, default=4)
+    m.add_argument("--epochs", type=int, default=20)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--corpus", default="../shared/corpus", help="folder with zh-commonvoice.txt (Mandarin sentences)")
     m.add_argument("--work", default=".mtp-work", help="cache of labelled states and checkpoints (resumable)")
     m.add_argument("--output", default=None, help="heads file (default: engine/heads/<model sha>-<model>.safetensors)")
     m.set_defaults(func=cmd_train_mtp)
+
+    env = os.environ.get
+    s = sub.add_parser("serve", help="run the captioning service: WebSocket ingest, WebSocket/SSE captions, /metrics")
+    s.add_argument("--host", default=env("LIVECAPTIONS_HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(env("LIVECAPTIONS_PORT", "8000")))
+    add_engine_args(s)
+    s.add_argument("--language", default=env("LIVECAPTIONS_LANGUAGE", "auto"),
+                   help="default language of ingest streams: ISO code or auto (default)")
+    s.add_argument("--redis-url", default=env("LIVECAPTIONS_REDIS_URL"),
+                   help="share captions across instances through Redis (default: in-process, one instance)")
+    s.add_argument("--redis-prefix", default=env("LIVECAPTIONS_REDIS_PREFIX", "livecaptions:"))
+    s.add_argument("--max-frame-bytes", type=int, default=int(env("LIVECAPTIONS_MAX_FRAME_BYTES", str(256 * 1024))))
+    s.add_argument("--idle-timeout", type=float, default=float(env("LIVECAPTIONS_IDLE_TIMEOUT", "30")),
+                   help="seconds without a frame before an ingest socket is closed (default 30)")
+    s.add_argument("--history-len", type=int, default=int(env("LIVECAPTIONS_HISTORY_LEN", "5000")),
+                   help="events kept per stream for resume and .vtt/.srt (default 5000)")
+    s.add_argument("--log-level", default=env("LIVECAPTIONS_LOG_LEVEL", "info"),
+                   choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=cmd_serve)
     return parser
 
 

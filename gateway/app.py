@@ -1,0 +1,113 @@
+"""The Starlette app: routes, health and the lifespan that owns the bus and the engine.
+
+Nothing happens at import: `create_app(config)` builds an app; its lifespan starts the bus, then loads and warms
+the model in the background (so /healthz answers at once and /readyz says 503 until the model is warm), and on
+shutdown drains: uvicorn has already stopped listening and waited for the ingest handlers, which finish their
+sessions (finals published) when uvicorn closes their sockets with 1012; then the engine and the bus close."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway.bus import Bus, MemoryBus, RedisBus
+from gateway.config import ServeConfig
+from gateway.ingest import listen
+from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
+from gateway.sse import events
+from gateway.state import Gateway
+from gateway.subtitles import subtitles
+from gateway.ws import captions
+
+log = logging.getLogger("livecaptions.app")
+
+
+def make_bus(config: ServeConfig) -> Bus:
+    if config.redis_url is None:
+        return MemoryBus(config.history_len, registry_ttl_s=config.registry_ttl_s)
+    return RedisBus(config.redis_url, history_len=config.history_len, registry_ttl_s=config.registry_ttl_s,
+                    prefix=config.redis_prefix)
+
+
+async def _load(gw: Gateway) -> None:
+    from engine.runner import ModelRunner  # torch: imported here, not at app import
+    from engine.service import Engine
+
+    def build() -> ModelRunner:
+        runner = ModelRunner(gw.config.engine)
+        runner.warm_up()  # the first stream's captions must not pay for lazy initialisation
+        return runner
+
+    try:
+        gw.engine = Engine(await asyncio.to_thread(build))
+        log.info("model %s ready", gw.config.engine.model)
+    except Exception as e:  # stays unready (503) with the reason; the process keeps serving /healthz
+        gw.load_error = e
+        log.exception("model failed to load")
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    config: ServeConfig = app.state.config
+    gw = Gateway(config, make_bus(config), Metrics(lambda: len(gw.sessions), lambda: gw.engine))
+    app.state.gateway = gw
+    await gw.bus.start()
+    gw.loader = asyncio.create_task(_load(gw))
+    try:
+        yield
+    finally:
+        gw.begin_drain()
+        await gw.loader  # a load in a thread cannot be cancelled; wait for it, then release it
+        # Normally empty by now (uvicorn waited for the ingest handlers); close any left, finals published.
+        for stream, session in list(gw.sessions.items()):
+            try:
+                await session.close()
+            except Exception:
+                log.exception("stream %s did not close cleanly", stream)
+        if gw.engine is not None:
+            await asyncio.to_thread(gw.engine.close)  # finishes queued decodes
+        await gw.bus.close()
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    bus = await gw.bus.ping()
+    body = {"ready": gw.ready and bus, "model": gw.engine is not None, "bus": bus, "draining": gw.draining}
+    if gw.load_error is not None:
+        body["error"] = str(gw.load_error)
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def streams(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return JSONResponse({"streams": await gw.bus.live_streams()})
+
+
+def create_app(config: ServeConfig) -> Starlette:
+    app = Starlette(lifespan=lifespan, routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        WebSocketRoute("/v1/listen", listen),
+        Route("/v1/streams", streams),
+        WebSocketRoute("/v1/streams/{stream}/captions", captions),
+        Route("/v1/streams/{stream}/events", events),
+        Route("/v1/streams/{stream}/captions.{fmt}", subtitles),
+    ])
+    app.state.config = config
+    return app

@@ -1,0 +1,49 @@
+"""`livecaptions serve` settings: one frozen dataclass, validated once, read by every part of the app."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # engine.runner pulls in torch: only the lifespan imports it for real
+    from engine.runner import EngineConfig
+
+STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # URL-path and Redis-key safe
+LANGUAGE = re.compile(r"auto|[a-z]{2,3}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    engine: EngineConfig
+    host: str = "127.0.0.1"
+    port: int = 8000
+    language: str = "auto"  # default for ingest streams that do not pass ?language=
+    redis_url: str | None = None  # None: in-process MemoryBus (single server)
+    redis_prefix: str = "livecaptions:"
+    max_frame_bytes: int = 256 * 1024  # per WebSocket message; 100 ms of 48 kHz stereo f32 is 38 400
+    idle_timeout_s: float = 30.0  # an ingest socket silent this long is closed (4408)
+    history_len: int = 5000  # events kept per stream for resume and .vtt/.srt
+    registry_ttl_s: float = 15.0  # a stream not heartbeating this long drops off GET /v1/streams
+    sse_ping_s: float = 15.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if not LANGUAGE.fullmatch(self.language):
+            raise ValueError(f"language must be 'auto' or an ISO code such as 'en', got {self.language!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if self.max_frame_bytes < 1024:
+            raise ValueError(f"max frame bytes must be >= 1024, got {self.max_frame_bytes}")
+        for name in ("idle_timeout_s", "registry_ttl_s", "sse_ping_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.history_len < 10:
+            raise ValueError(f"history length must be >= 10, got {self.history_len}")
+
+    @property
+    def ws_max_size(self) -> int:
+        # uvicorn's own hard cap, above ours so that we, not the protocol layer, answer an oversize frame (with an
+        # error event before 1009); only a frame beyond this gets a bare 1009.
+        return 4 * self.max_frame_bytes + 65536

@@ -1,0 +1,267 @@
+"""The ingest WebSocket `/v1/listen`: a client streams audio in, gets its caption events back, and every event is
+published on the bus under the stream id for subscribers anywhere.
+
+Binary frames are audio (`encoding` PCM at `sample_rate`, `channels` interleaved); text frames are JSON control
+messages: {"type": "flush"|"close"|"keepalive"|"config"}. See CLOSE_CODES for how a connection ends. Whatever one
+stream does, it only ever ends its own session: every failure below is caught per connection."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.datastructures import QueryParams
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway import events as ev
+from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
+from gateway.media import PCM_DTYPES, AudioError, decode_pcm
+from gateway.session import CaptionSession, SessionConfig
+from gateway.state import Gateway
+
+log = logging.getLogger("livecaptions.ingest")
+
+# close code -> (error event code, meaning); 1000 (after {"type": "close"}) and 1012 (server restart) carry no error
+CLOSE_CODES = {
+    1003: ("bad_control", "a text frame that is not a JSON object"),
+    1007: ("bad_audio", "audio that is not whole PCM frames (odd byte count)"),
+    1008: ("bad_control", "a control message of unknown type or with invalid fields"),
+    1009: ("frame_too_big", "a frame over --max-frame-bytes"),
+    1011: ("internal", "the server failed this session"),
+    1013: ("unavailable", "model still loading, or the server is draining: retry later"),
+    4400: ("bad_request", "invalid query parameters"),
+    4408: ("idle_timeout", "no frame for --idle-timeout seconds"),
+    4409: ("stream_busy", "the stream id is already live"),
+}
+HEARTBEAT_FRACTION = 3  # heartbeats per registry TTL: one lost beat does not drop the stream off the list
+
+
+@dataclass(frozen=True)
+class ListenParams:
+    """The query string of /v1/listen, validated."""
+
+    stream: str
+    encoding: str = "pcm_s16le"
+    sample_rate: int = 16000
+    channels: int = 1
+    language: str = "auto"
+    partials: bool = True
+    endpointing_ms: int = 1250
+
+    def __post_init__(self) -> None:
+        if not STREAM_ID.fullmatch(self.stream):
+            raise ValueError(f"stream must match {STREAM_ID.pattern}, got {self.stream!r}")
+        if self.encoding not in PCM_DTYPES:
+            raise ValueError(f"encoding must be one of {', '.join(PCM_DTYPES)}, got {self.encoding!r}")
+        if not 8000 <= self.sample_rate <= 48000:
+            raise ValueError(f"sample_rate must be 8000..48000, got {self.sample_rate}")
+        if not 1 <= self.channels <= 8:
+            raise ValueError(f"channels must be 1..8, got {self.channels}")
+        if not LANGUAGE.fullmatch(self.language):
+            raise ValueError(f"language must be 'auto' or an ISO code such as 'en', got {self.language!r}")
+        self.session_config()  # the segmenter validates endpointing_ms
+
+    @classmethod
+    def parse(cls, query: QueryParams, config: ServeConfig) -> ListenParams:
+        known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms"}
+        if unknown := set(query) - known:
+            raise ValueError(f"unknown query parameters: {', '.join(sorted(unknown))}")
+        q = query.get
+        return cls(stream=q("stream") or uuid.uuid4().hex[:12], encoding=q("encoding", "pcm_s16le"),
+                   sample_rate=_int(q("sample_rate", "16000"), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
+                   language=q("language") or config.language, partials=_bool(q("partials", "true"), "partials"),
+                   endpointing_ms=_int(q("endpointing_ms", "1250"), "endpointing_ms"))
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(language=None if self.language == "auto" else self.language, partials=self.partials,
+                             endpoint_ms=self.endpointing_ms)
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _bool(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+class Outbox:
+    """The session's `emit`: numbers each event on the connection's own sequence (so gateway errors interleave
+    with the session's events without a seq clash), publishes it, then sends it to the client while it is there."""
+
+    def __init__(self, gw: Gateway, ws: WebSocket, stream: str) -> None:
+        self.gw, self.ws, self.stream = gw, ws, stream
+        self.session: CaptionSession | None = None
+        self.client_gone = False
+        self._seq = 0
+        self._lock = asyncio.Lock()  # the session's finals and our errors come from different tasks
+
+    async def emit(self, event: ev.Event) -> None:
+        async with self._lock:
+            lag = self.session.lag(event) if self.session is not None else 0.0
+            event = replace(event, seq=self._seq)
+            self._seq += 1
+            data = ev.to_json(event)
+            await self.gw.bus.publish(self.stream, data)
+            self.gw.metrics.observe(event, lag)
+            if not self.client_gone:
+                try:
+                    await self.ws.send_text(json.dumps(data, ensure_ascii=False))
+                except Exception:  # gone mid-send: subscribers still get the rest from the bus
+                    self.client_gone = True
+
+    async def error(self, code: str, message: str) -> None:
+        await self.emit(ev.Error(stream=self.stream, seq=0, code=code, message=message))
+
+
+async def _reject(ws: WebSocket, stream: str, close: int, message: str) -> None:
+    """Refuse a connection before any session exists: one error event (not published: no stream began), then close."""
+    code = CLOSE_CODES[close][0]
+    await ws.send_text(json.dumps(ev.to_json(ev.Error(stream=stream, seq=0, code=code, message=message))))
+    await ws.close(close, _reason(message))
+
+
+class _End(Exception):
+    """Ends the connection with `close` after an error event `message` (the session is aborted first)."""
+
+    def __init__(self, close: int, message: str) -> None:
+        super().__init__(message)
+        self.close, self.message = close, message
+
+
+async def listen(ws: WebSocket) -> None:
+    gw: Gateway = ws.app.state.gateway
+    await ws.accept()
+    fallback = ws.query_params.get("stream") or uuid.uuid4().hex[:12]
+    fallback = fallback if STREAM_ID.fullmatch(fallback) else "invalid"
+    try:
+        params = ListenParams.parse(ws.query_params, gw.config)
+    except ValueError as e:
+        return await _reject(ws, fallback, 4400, str(e))
+    if not gw.ready:
+        return await _reject(ws, params.stream, 1013, "draining" if gw.draining else "the model is still loading")
+    engine = gw.engine
+    assert engine is not None
+    live = await gw.bus.live_streams()  # other instances' streams too (a shared Redis)
+    if params.stream in gw.sessions or params.stream in live:
+        return await _reject(ws, params.stream, 4409, f"stream {params.stream!r} is already live")
+    outbox = Outbox(gw, ws, params.stream)
+    try:
+        session = CaptionSession(params.stream, engine, params.session_config(), emit=outbox.emit)
+    except ValueError as e:  # e.g. a language this model does not know
+        return await _reject(ws, params.stream, 4400, str(e))
+    outbox.session = session
+    gw.sessions[params.stream] = session
+    await gw.bus.register(params.stream, {"language": params.language, "started": time.time()})
+    beat = asyncio.create_task(_heartbeat(gw, params.stream))
+    try:
+        await session.start()
+        await _pump(gw, ws, session, params, outbox)
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        await gw.bus.unregister(params.stream)
+        gw.session_done(params.stream)
+
+
+async def _heartbeat(gw: Gateway, stream: str) -> None:
+    while True:
+        await asyncio.sleep(gw.config.registry_ttl_s / HEARTBEAT_FRACTION)
+        await gw.bus.heartbeat(stream)
+
+
+async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: ListenParams, outbox: Outbox) -> None:
+    """Feed the session until the client closes it, leaves, breaks the protocol, or the server shuts down."""
+    limit = gw.config.max_frame_bytes
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(gw.config.idle_timeout_s):
+                    msg = await ws.receive()
+            except TimeoutError:
+                # Silent, not broken: what it said still deserves its finals.
+                await outbox.error("idle_timeout", f"no frame for {gw.config.idle_timeout_s:g} s")
+                await session.close()
+                return await _close(ws, 4408)
+            if msg["type"] == "websocket.disconnect":
+                outbox.client_gone = True
+                if msg.get("code") == 1012 or gw.draining:  # uvicorn shutting down: finish for the subscribers
+                    await session.close()
+                else:  # the client left: nobody asked for the rest
+                    await session.abort()
+                return
+            data: bytes | None = msg.get("bytes")
+            text: str | None = msg.get("text")
+            if data is not None:
+                if len(data) > limit:
+                    raise _End(1009, f"frame of {len(data)} bytes is over the {limit} byte limit")
+                if data:
+                    try:
+                        pcm = decode_pcm(data, params.encoding, params.sample_rate, params.channels)
+                    except AudioError as e:
+                        raise _End(1007, str(e)) from None
+                    await session.feed(pcm)
+            elif text is not None:
+                if len(text) > limit:
+                    raise _End(1009, f"frame of {len(text)} characters is over the {limit} byte limit")
+                if await _control(session, outbox, text):
+                    await session.close()
+                    return await _close(ws, 1000)
+    except _End as e:
+        await outbox.error(CLOSE_CODES[e.close][0], e.message)
+        await session.abort()
+        await _close(ws, e.close, e.message)
+    except WebSocketDisconnect:
+        await session.abort()
+    except Exception:
+        log.exception("stream %s failed", params.stream)
+        if not session.ended:
+            await outbox.error("internal", "the server failed this stream")
+            await session.abort()
+        await _close(ws, 1011)
+
+
+async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
+    """Act on one control message -> whether the client asked to close."""
+    try:
+        msg: Any = json.loads(text)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        raise _End(1003, "a text frame must be a JSON object such as {\"type\": \"flush\"}")
+    kind = msg.get("type")
+    if kind == "flush":
+        await session.flush()
+    elif kind == "close":
+        return True
+    elif kind == "keepalive":
+        pass  # receiving it already reset the idle timer
+    elif kind == "config":
+        # Language and partials are fixed per session (its decode options are built once); say so, go on.
+        await outbox.error("config_unsupported", "config cannot change a live session; reconnect with new query parameters")
+    else:
+        raise _End(1008, f"unknown control type {kind!r}; known: flush, close, keepalive, config")
+    return False
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await ws.close(code, _reason(reason))
+        except Exception:  # already gone
+            log.debug("close %d not sent", code, exc_info=True)
+
+
+def _reason(message: str) -> str:
+    return message.encode()[:120].decode(errors="ignore")  # a close reason is at most 123 bytes

@@ -1,0 +1,69 @@
+"""Prometheus metrics of one app, on its own CollectorRegistry (two apps in a process never clash)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway import events as ev
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self, live_streams: Callable[[], int], engine: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry()
+        self._engine = engine  # () -> the Engine, or None while the model loads
+        self._batches_seen = 0
+        self._tokens = self._forwards = 0  # mirrors of the counters below, for the ratio gauge
+        r = self.registry
+        Gauge("livecaptions_live_streams", "Ingest streams open on this instance", registry=r).set_function(
+            lambda: float(live_streams()))
+        Gauge("livecaptions_engine_queue_depth", "Decode requests waiting for the engine", registry=r).set_function(
+            lambda: float(e.queue_depth) if (e := engine()) is not None else 0.0)
+        self.segments = Counter("livecaptions_segments", "Caption finals published", registry=r)
+        self.errors = Counter("livecaptions_errors", "Error events sent, by code", ["code"], registry=r)
+        self.batch_size = Histogram("livecaptions_engine_batch_size", "Segments per engine batch",
+                                    buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.lag = Histogram("livecaptions_caption_lag_seconds",
+                             "How far the stream's audio clock was past a caption's end when it went out (decode latency)",
+                             ["kind"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16), registry=r)
+        self.tokens = Counter("livecaptions_decode_tokens", "Tokens emitted by finals", registry=r)
+        self.forwards = Counter("livecaptions_decode_forwards", "Decoder passes of finals", registry=r)
+        Gauge("livecaptions_mtp_tokens_per_forward", "Tokens per decoder pass over all finals (MTP speed-up)",
+              registry=r).set_function(self._tokens_per_forward)
+
+    def _tokens_per_forward(self) -> float:
+        return self._tokens / self._forwards if self._forwards else 0.0
+
+    def observe(self, event: ev.Event, lag_s: float) -> None:
+        """One event the gateway sent out."""
+        if isinstance(event, ev.CaptionFinal):
+            self.segments.inc()
+            self.tokens.inc(event.decode["tokens"])
+            self.forwards.inc(event.decode["forwards"])
+            self._tokens += event.decode["tokens"]
+            self._forwards += event.decode["forwards"]
+            self.lag.labels("final").observe(max(0.0, lag_s))
+        elif isinstance(event, ev.CaptionPartial):
+            self.lag.labels("partial").observe(max(0.0, lag_s))
+        elif isinstance(event, ev.Error):
+            self.errors.labels(event.code).inc()
+
+    def render(self) -> bytes:
+        self._sync_batches()
+        return generate_latest(self.registry)
+
+    def _sync_batches(self) -> None:
+        # The engine keeps counters, not callbacks: observe the batches run since the last scrape (its recent
+        # batch-size list is bounded, so a scrape interval with more batches than it holds samples the newest).
+        engine = self._engine()
+        if engine is None:
+            return
+        stats = engine.stats
+        new = stats.batches - self._batches_seen
+        if new > 0:
+            for size in stats.batch_sizes[-new:]:
+                self.batch_size.observe(size)
+        self._batches_seen = stats.batches

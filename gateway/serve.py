@@ -1,0 +1,40 @@
+"""`livecaptions serve`: run the app on uvicorn.
+
+SIGTERM/SIGINT: we mark the app draining (no new ingest; SSE responses end once the local sessions are done), then
+uvicorn stops listening, closes the WebSockets with 1012 (the ingest handlers then finish their sessions, finals
+published), waits for the handlers and runs the lifespan shutdown (engine and bus closed: gateway/app.py)."""
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.config import ServeConfig
+from gateway.state import Gateway
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for open HTTP responses before the lifespan shutdown, so draining must start here.
+        gw: Gateway | None = getattr(self.app.state, "gateway", None)
+        if gw is not None:
+            gw.begin_drain()
+        await super().shutdown(sockets)
+
+
+def run(config: ServeConfig) -> int:
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                                    ws_max_size=config.ws_max_size,
+                                    ws="websockets-sansio",  # reports a server shutdown to the app as code 1012
+                                    lifespan="on", timeout_graceful_shutdown=120), app)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,177 @@
+"""Test helpers for the service: a real `livecaptions serve` process, tiny HTTP/SSE clients, audio streaming."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.scoring import SPEECH
+from gateway.media import decode_file
+
+LIVECAPTIONS = str(Path(sys.executable).parent / "livecaptions")
+JFK = SPEECH / "jfk.wav"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`livecaptions serve` on a free port, CPU int8 base model."""
+
+    def __init__(self, log: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen([LIVECAPTIONS, "serve", "--port", str(self.port), "--model", "base", "--device", "cpu",
+                                      "--compute-type", "int8", "--log-level", "warning", *extra],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if get(self.http + "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextmanager
+def serving(log: Path, *extra: str) -> Iterator[Server]:
+    server = Server(log, *extra)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def jfk_pcm() -> bytes:
+    return pcm16(decode_file(JFK))
+
+
+async def stream_audio(ws: Any, pcm: bytes, frame_ms: int = 40, speed: float = 10.0, rate: int = 16000) -> None:
+    """Send s16le mono `pcm` in `frame_ms` frames at `speed` times real time."""
+    step = rate * 2 * frame_ms // 1000
+    t0 = time.monotonic()
+    for i in range(0, len(pcm), step):
+        await ws.send(pcm[i:i + step])
+        await asyncio.sleep(max(0.0, t0 + (i + step) / (rate * 2) / speed - time.monotonic()))
+
+
+async def receive_all(ws: Any, timeout: float = 120) -> list[dict]:
+    """Every event until the server closes the socket."""
+    from websockets.exceptions import ConnectionClosed
+
+    out = []
+    async with asyncio.timeout(timeout):
+        try:
+            async for message in ws:
+                out.append(json.loads(message))
+        except ConnectionClosed:
+            pass
+    return out
+
+
+class SSE:
+    """A minimal SSE client over asyncio streams (HTTP/1.0: no chunked encoding to undo)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int) -> None:
+        self.reader, self.writer, self.status = reader, writer, status
+
+    @classmethod
+    async def open(cls, port: int, path: str, last_event_id: str | None = None) -> SSE:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        if last_event_id is not None:
+            head += f"Last-Event-ID: {last_event_id}\r\n"
+        writer.write((head + "\r\n").encode())
+        status = int((await reader.readline()).split()[1])
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        sse = cls(reader, writer, status)
+        if status == 200:
+            comment = await sse.next_block()  # "retry + : subscribed": live from here on
+            assert comment is not None and comment.get("id") is None
+        return sse
+
+    async def next_block(self) -> dict[str, str] | None:
+        """The next blank-line-terminated block as {field: value} (comments under ":"); None at the end."""
+        block: dict[str, str] = {}
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                return None
+            line = line.decode().rstrip("\r\n")
+            if not line:
+                return block
+            name, _, value = line.partition(":")
+            block[name or ":"] = value.removeprefix(" ")
+
+    async def event(self, timeout: float = 120) -> tuple[str, dict] | None:
+        """The next (id, event), skipping comments; None when the response ends."""
+        async with asyncio.timeout(timeout):
+            while (block := await self.next_block()) is not None:
+                if "data" in block:
+                    return block["id"], json.loads(block["data"])
+        return None
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
