@@ -22,8 +22,8 @@ PAD = -1  # window positions past the end of a transcript
 @dataclass(frozen=True)
 class TrainConfig:
     n_heads: int = 4
-    epochs: int = 6
-    utterances_per_step: int = 16
+    epochs: int = 20
+    utterances_per_step: int = 8
     lr: float = 2e-3
     seed: int = 0
     holdout: float = 0.1  # share of utterances held back to report accuracy
@@ -70,6 +70,14 @@ class Batcher:
 
     def __init__(self, utts: list[Utterance], n_heads: int, cross_kv, device: torch.device):
         self.utts, self.k, self.cross_kv, self.device = utts, n_heads, cross_kv, device
+        self._kv: dict[int, tuple[Tensor, Tensor]] = {}  # keys/values per utterance, projected once (float16)
+
+    def kv(self, i: int) -> tuple[Tensor, Tensor]:
+        if i not in self._kv:
+            with torch.no_grad():
+                k, v = self.cross_kv(torch.from_numpy(self.utts[i].audio).float()[None])
+            self._kv[i] = (k[0].half().cpu(), v[0].half().cpu())
+        return self._kv[i]
 
     def __call__(self, ids: list[int]) -> tuple[Tensor, Tensor, AudioKV]:
         us = [self.utts[i] for i in ids]
@@ -77,17 +85,15 @@ class Batcher:
         d = us[0].hidden.shape[1]
         h = torch.zeros(len(us), n, d)
         w = torch.full((len(us), n, self.k + 1), PAD, dtype=torch.long)
-        enc = torch.zeros(len(us), t, d)
+        keys, values = torch.zeros(len(us), t, d), torch.zeros(len(us), t, d)
         mask = torch.zeros(len(us), t, dtype=torch.bool)
-        for i, u in enumerate(us):
-            h[i, : len(u.hidden)] = torch.from_numpy(u.hidden).float()
-            w[i, : len(u.windows)] = torch.from_numpy(u.windows[:, : self.k + 1])
-            enc[i, : len(u.audio)] = torch.from_numpy(u.audio).float()
-            mask[i, : len(u.audio)] = True
-        with torch.no_grad():
-            keys, values = self.cross_kv(enc)  # the frozen last decoder layer's projection
+        for j, (i, u) in enumerate(zip(ids, us)):
+            h[j, : len(u.hidden)] = torch.from_numpy(u.hidden).float()
+            w[j, : len(u.windows)] = torch.from_numpy(u.windows[:, : self.k + 1])
+            keys[j, : len(u.audio)], values[j, : len(u.audio)] = self.kv(i)
+            mask[j, : len(u.audio)] = True
         dev = self.device
-        return h.to(dev), w.to(dev), AudioKV(keys.float().to(dev), values.float().to(dev), mask[:, None, None, :].to(dev))
+        return h.to(dev), w.to(dev), AudioKV(keys.to(dev), values.to(dev), mask[:, None, None, :].to(dev))
 
 
 def _losses(heads: MTPHeads, embed: Tensor, lookup: Tensor, h: Tensor, w: Tensor, audio: AudioKV) -> tuple[Tensor, Tensor]:
