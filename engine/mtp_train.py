@@ -177,3 +177,29 @@ def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device
     report = evaluate(heads, embed, lookup, batcher, test)
     report |= {"train_utterances": len(train), "heldout_utterances": len(test), "head_vocab": len(vocab)}
     return heads.cpu(), report
+
+
+def train_for(runner, utts: list[Utterance], cfg: TrainConfig, checkpoint, progress=None) -> tuple[MTPHeads, dict, str]:
+    """`fit` for a loaded ModelRunner: its embedding and last-layer cross-attention projection, the GPU when there
+    is one, and a checkpoint file each epoch that a rerun with the same data and settings resumes from."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    checkpoint = Path(checkpoint)
+    tag = json.dumps(asdict(cfg) | {"positions": sum(len(u.hidden) for u in utts)}, sort_keys=True)
+    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    if state and state.get("tag") != tag:
+        state = None  # other data or settings: start over
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    last = runner.model.decoder.blocks[-1]
+
+    def cross_kv(enc: Tensor) -> tuple[Tensor, Tensor]:
+        return last.cross_kv(enc.to(runner.device, runner.dtype)).chunk(2, dim=-1)
+
+    def on_epoch(s: dict) -> None:
+        torch.save(s | {"tag": tag}, checkpoint)
+
+    embed = runner.model.decoder.token_embedding.weight.detach()
+    heads, report = fit(utts, embed, cross_kv, cfg, device, state, on_epoch, progress)
+    return heads, report, str(device)

@@ -9,7 +9,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,9 @@ def load_shard(path: Path) -> list:
 
 
 def run(args, runner) -> int:
-    import torch  # noqa: F401  (engine modules use it; keeps the import cost visible here)
-
     from engine.decoding import DecodeOptions
     from engine.mtp import save_heads
-    from engine.mtp_train import TrainConfig, fit, teacher_forced
+    from engine.mtp_train import TrainConfig, teacher_forced, train_for
     from gateway.synth import utterances
 
     work = Path(args.work)
@@ -67,33 +65,20 @@ def run(args, runner) -> int:
     positions = sum(len(u.hidden) for u in utts)
     print(f"{len(utts)} utterances, {positions} token positions", file=sys.stderr)
 
-    import torch
-
     cfg = TrainConfig(n_heads=args.heads, epochs=args.epochs, seed=args.seed)
-    ckpt = work / "train-state.pt"
-    tag = json.dumps(asdict(cfg) | {"positions": positions}, sort_keys=True)
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
-    if state and state.get("tag") != tag:
-        state = None  # different data or settings: start over
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bar = tqdm(total=cfg.epochs, desc="train heads", unit="epoch", file=sys.stderr, initial=state["epoch"] if state else 0)
-
-    def on_epoch(s: dict) -> None:
-        torch.save(s | {"tag": tag}, ckpt)
-        bar.update(1)
+    bar = tqdm(total=cfg.epochs, desc="train heads", unit="epoch", file=sys.stderr)
 
     def progress(epoch: int, step: int, steps: int, loss: float) -> None:
+        bar.n = epoch
         bar.set_postfix_str(f"step {step}/{steps} loss {loss:.3f}")
 
-    last = runner.model.decoder.blocks[-1]
-    embed = runner.model.decoder.token_embedding.weight.detach()
-    heads, report = fit(utts, embed, lambda enc: last.cross_kv(enc.to(runner.device, runner.dtype)).chunk(2, dim=-1), cfg,
-                        device, state, on_epoch, progress)
+    heads, report, device = train_for(runner, utts, cfg, work / "train-state.pt", progress)
+    bar.n = cfg.epochs
     bar.close()
     meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model,
             "utterances": len(utts), "positions": positions, "seed": args.seed,
-            "train": asdict(replace(cfg)), "heldout": report, "seconds": round(time.time() - t0, 1),
-            "device": str(device)}
+            "train": asdict(cfg), "heldout": report, "seconds": round(time.time() - t0, 1),
+            "device": device}
     out = Path(args.output or Path(__file__).resolve().parents[1] / "engine" / "heads" / f"{(runner.sha256 or 'local')[:12]}-{args.model}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_heads(out, heads, runner.sha256 or "", meta)
