@@ -9,6 +9,16 @@ if TYPE_CHECKING:  # engine.runner pulls in torch: only the lifespan imports it 
     from engine.runner import EngineConfig
 
 STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # URL-path and Redis-key safe
+
+
+def check_subscription(stream: str, after: str | None) -> None:
+    """A viewer's request: ValueError unless `stream` is a valid id and `after`, if given, a bus event id."""
+    from gateway.bus import id_key
+
+    if not STREAM_ID.fullmatch(stream):
+        raise ValueError(f"stream must match {STREAM_ID.pattern}")
+    if after is not None:
+        id_key(after)
 LANGUAGE = re.compile(r"auto|[a-z]{2,3}")
 
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
-from gateway.bus import SlowSubscriber, id_key
-from gateway.config import STREAM_ID
+from gateway.bus import SlowSubscriber
+from gateway.config import check_subscription
 from gateway.state import Gateway
 
 RETRY_MS = 1000  # how soon an EventSource reconnects after the response ends
@@ -26,10 +26,7 @@ async def events(request: Request) -> Response:
     stream = request.path_params["stream"]
     after = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     try:
-        if not STREAM_ID.fullmatch(stream):
-            raise ValueError(f"stream must match {STREAM_ID.pattern}")
-        if after is not None:
-            id_key(after)
+        check_subscription(stream, after)
     except ValueError as e:
         return PlainTextResponse(str(e), status_code=400)
     return StreamingResponse(_frames(gw, stream, after), media_type="text/event-stream",

@@ -11,8 +11,8 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.bus import SlowSubscriber, id_key
-from gateway.config import STREAM_ID
+from gateway.bus import SlowSubscriber
+from gateway.config import check_subscription
 from gateway.state import Gateway
 
 log = logging.getLogger("livecaptions.subscribers")
@@ -23,10 +23,7 @@ async def captions(ws: WebSocket) -> None:
     stream, after = ws.path_params["stream"], ws.query_params.get("after")
     await ws.accept()
     try:
-        if not STREAM_ID.fullmatch(stream):
-            raise ValueError(f"stream must match {STREAM_ID.pattern}")
-        if after is not None:
-            id_key(after)
+        check_subscription(stream, after)
     except ValueError as e:
         return await ws.close(4400, str(e)[:120])
     code = 1000
