@@ -1,15 +1,16 @@
 """End-to-end speed, memory and accuracy of this engine against CTranslate2 and faster-whisper on ../shared/speech.
 
-    .venv/bin/python -m bench.engine [--model base|tiny.en] [--repeat N] [--threads T] [--json]
+    .venv/bin/python -m bench.engine [--model base|tiny.en] [--repeat N] [--threads T] [--quiet S] [--json]
 
 Every clip of /work/shared/speech/manifest.tsv (English clips only for tiny.en) is transcribed one clip at a time
 with its manifest language given. Audio is decoded to 16 kHz before timing; a clip over 30 s is split with
 gateway.offline.split and its pieces go through as one batch. Each configuration runs in a fresh subprocess
-(this script with the hidden flag --one), so its peak RSS (ru_maxrss: model load included) is its own; it makes
-one untimed warm-up pass over one clip of each language, then times the whole set --repeat times; each clip's
-fastest pass counts (the least disturbed by other processes). Timed per clip: features + encoder + decoder + text
-post-processing, i.e. all work from samples to text. The CPU that other processes used while timing is reported
-on stderr and in the JSON (others_pct, % of one core): above ~10 the figures are noisy.
+(this script with the hidden flag --one), so its peak RSS (ru_maxrss: model load included) is its own. It makes
+one untimed warm-up pass over one clip of each language, then times the whole set --repeat times: each clip's
+fastest pass counts, and before each timed clip it waits (up to --quiet s) for an idle CPU. Timed per clip:
+features + encoder + decoder + text post-processing, i.e. all work from samples to text. The CPU that other
+processes used during the passes that count is reported on stderr, in the header and in the JSON (others_pct,
+% of one core): above ~10 the figures are noisy.
 
 Configurations:
   engine-<int8|float32|bfloat16>-<trim|full>  engine.runner.ModelRunner, greedy; * marks the CPU default (int8 + trim)
@@ -19,10 +20,10 @@ Configurations:
   fw-int8              faster_whisper.WhisperModel.transcribe (beam 1, temperature 0, no previous-text
                        conditioning, no timestamps, no VAD) on the whole clip: it windows long audio itself
 
-Columns: audio s (total), wall s (sum of each clip's fastest pass), RTF = wall / audio, latency = mean wall ms per decoded segment
-(wall / number of split pieces), peak RSS MB, WER % over English clips, CER % over Chinese clips (peer output is
-converted to simplified Chinese as the engine's is, so the score compares models, not scripts), and
-"vs ct2-int8" = ct2-int8 wall / this wall (> 1: faster than CTranslate2 int8). The ct2 lines' RSS includes
+Columns: audio s (total), wall s (sum of each clip's fastest pass), RTF = wall / audio, latency = mean wall ms
+per decoded segment (wall / number of split pieces), peak RSS MB, WER % over English clips, CER % over Chinese
+clips (peer output is converted to simplified Chinese as the engine's is: the score compares models, not scripts),
+and "vs ct2-int8" = ct2-int8 wall / this wall (> 1: faster than CTranslate2 int8). The ct2 lines' RSS includes
 torch (about 200 MB), which they import for engine.audio's features; fw-int8 computes its own in numpy.
 """
 from __future__ import annotations
@@ -83,7 +84,8 @@ def engine_transcriber(config: str, model: str, threads: int) -> Transcribe:
     from engine.runner import EngineConfig, ModelRunner
 
     _, compute, encoder = config.split("-")
-    runner = ModelRunner(EngineConfig(model=model, device="cpu", compute_type=compute, encoder=encoder, threads=threads))
+    cfg = EngineConfig(model=model, device="cpu", compute_type=compute, encoder=encoder, threads=threads)
+    runner = ModelRunner(cfg)
 
     def run(audio: np.ndarray, pieces: list[np.ndarray], language: str) -> str:
         out = runner.transcribe(pieces, DecodeOptions(language=language))
@@ -133,7 +135,20 @@ def fw_transcriber(compute: str, model: str, threads: int) -> Transcribe:
     return run
 
 
-def measure(config: str, model: str, repeat: int, threads: int) -> Row:
+def _own_cpu() -> float:
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def wait_quiet(max_s: float) -> None:
+    """Wait (at most max_s) for half a second in which the whole CPU is under 10 % busy: on a shared machine
+    other processes' bursts would land in the timings."""
+    end = time.monotonic() + max_s
+    while time.monotonic() < end and psutil.cpu_percent(interval=0.5) > 10:
+        pass
+
+
+def measure(config: str, model: str, repeat: int, threads: int, quiet_s: float) -> Row:
     """One configuration, in this process: load, warm up, time `repeat` passes over the clips, score."""
     from gateway.media import decode_file
     from gateway.offline import split
@@ -148,24 +163,25 @@ def measure(config: str, model: str, repeat: int, threads: int) -> Row:
     for lang in dict.fromkeys(c.language for c in todo):  # warm-up: one clip of each language, untimed
         i = next(i for i, c in enumerate(todo) if c.language == lang)
         run(audios[i], pieces[i], lang)
-    best, texts = [float("inf")] * len(todo), [""] * len(todo)
-    me, cpu0, t_start = psutil.Process(), psutil.cpu_times(), time.perf_counter()
-    mine0 = sum(me.cpu_times()[:2])
+    best = [(float("inf"), 0.0)] * len(todo)  # per clip: (fastest wall s, CPU s other processes used meanwhile)
+    texts = [""] * len(todo)
     for _ in range(repeat):  # greedy decoding is deterministic: every pass gives the same text
         for i, (clip, audio, parts) in enumerate(zip(todo, audios, pieces)):
-            t0 = time.perf_counter()
+            wait_quiet(quiet_s)
+            cpu0, mine0, t0 = psutil.cpu_times(), _own_cpu(), time.perf_counter()
             texts[i] = run(audio, parts, clip.language)
-            best[i] = min(best[i], time.perf_counter() - t0)
-    cpu1, elapsed = psutil.cpu_times(), time.perf_counter() - t_start
-    busy = sum(cpu1) - sum(cpu0) - (cpu1.idle - cpu0.idle) - (cpu1.iowait - cpu0.iowait)
-    others = max(0.0, busy - (sum(me.cpu_times()[:2]) - mine0)) / elapsed * 100
+            wall, cpu1 = time.perf_counter() - t0, psutil.cpu_times()
+            busy = sum(cpu1) - sum(cpu0) - (cpu1.idle - cpu0.idle) - (cpu1.iowait - cpu0.iowait)
+            best[i] = min(best[i], (wall, max(0.0, busy - (_own_cpu() - mine0))))
+    wall_s = sum(w for w, _ in best)
+    others = 100 * sum(o for _, o in best) / wall_s
 
     def score(lang: str) -> float | None:
         pairs = [(c.reference, t) for c, t in zip(todo, texts) if c.language == lang]
         return round(error_rate(pairs, lang), 2) if pairs else None
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return Row(config, round(sum(len(a) for a in audios) / 16000, 3), round(sum(best), 3), sum(map(len, pieces)),
+    return Row(config, round(sum(len(a) for a in audios) / 16000, 3), round(wall_s, 3), sum(map(len, pieces)),
                round(rss_mb, 1), score("en"), score("zh"), round(others, 1))
 
 
@@ -174,22 +190,24 @@ def machine() -> str:
     import faster_whisper
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+    info = open("/proc/cpuinfo").read()
+    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                platform.processor())
-    return (f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    flags = "/".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f" {f}" in info)
+    return (f"{os.cpu_count()} cores ({cpu}; {flags}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"ctranslate2 {ctranslate2.__version__}, faster-whisper {faster_whisper.__version__}")
 
 
 def table(rows: list[Row]) -> str:
     base = next((r.wall_s for r in rows if r.config == BASELINE), None)
-    fmt = "{:<20} {:>7} {:>7} {:>6} {:>10} {:>8} {:>6} {:>6} {:>10}"
+    fmt = "{:<20} {:>7} {:>7} {:>6} {:>10} {:>6} {:>5} {:>5} {:>11} {:>8}"
     lines = [fmt.format("configuration", "audio s", "wall s", "RTF", "latency ms", "RSS MB", "WER %", "CER %",
-                        "vs ct2-int8")]
+                        "vs ct2-int8", "others %")]
     for r in rows:
         pct = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         lines.append(fmt.format(r.config + (" *" if r.config == DEFAULT else ""), f"{r.audio_s:.1f}", f"{r.wall_s:.2f}",
                                 f"{r.rtf:.3f}", f"{r.latency_ms:.0f}", f"{r.rss_mb:.0f}", pct(r.wer), pct(r.cer),
-                                f"{base / r.wall_s:.2f}x" if base else "-"))
+                                f"{base / r.wall_s:.2f}x" if base else "-", f"{r.others_pct:.0f}"))
     return "\n".join(lines)
 
 
@@ -198,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="base", choices=("base", "tiny.en"))
     ap.add_argument("--repeat", type=int, default=1, help="timed passes; each clip's fastest counts")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for every configuration (0: library default)")
+    ap.add_argument("--quiet", type=float, default=30.0, metavar="S",
+                    help="before each timed clip, wait up to S s for an idle CPU (0: don't wait)")
     ap.add_argument("--json", action="store_true", help="also print one JSON line per configuration")
     ap.add_argument("--one", choices=PEERS + ENGINES, help=argparse.SUPPRESS)  # child: measure one, print its JSON
     args = ap.parse_args(argv)
@@ -205,9 +225,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--repeat must be >= 1 and --threads >= 0")
     if args.one:
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")  # torch's deprecation, per load
-        print(json.dumps(asdict(measure(args.one, args.model, args.repeat, args.threads))))
+        print(json.dumps(asdict(measure(args.one, args.model, args.repeat, args.threads, args.quiet))))
         return
-    common = ["--model", args.model, "--repeat", str(args.repeat), "--threads", str(args.threads)]
+    common = ["--model", args.model, "--repeat", str(args.repeat), "--threads", str(args.threads),
+              "--quiet", str(args.quiet)]
     rows: list[Row] = []
     for config in PEERS + ENGINES:
         print(f"[bench.engine] {config} ...", file=sys.stderr, flush=True)
@@ -221,9 +242,9 @@ def main(argv: list[str] | None = None) -> None:
               + ("  <- NOISY: rerun on an idle machine" if r.others_pct > 10 else ""), file=sys.stderr, flush=True)
     print(f"# machine: {machine()}")
     print(f"# command: python -m bench.engine {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
-    print(f"# model {args.model}, {rows[0].segments} segments, threads {args.threads or 'default'}, each clip's fastest of {args.repeat} pass(es); "
-          f"* = engine default on CPU; "
-          f"other processes used at most {max(r.others_pct for r in rows):.0f}% of a core while timing")
+    print(f"# model {args.model}, {rows[0].segments} segments, threads {args.threads or 'default'}, each clip's "
+          f"fastest of {args.repeat} pass(es); * = engine default on CPU; others % = CPU that other processes used "
+          f"while timing (% of a core)")
     print(table(rows))
     default, base = (next(r for r in rows if r.config == c) for c in (DEFAULT, BASELINE))
     print(f"\n{DEFAULT} vs {BASELINE}, end to end: {base.wall_s / default.wall_s:.2f}x "
