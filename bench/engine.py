@@ -203,8 +203,8 @@ def table(rows: list[Row]) -> str:
     fmt = "{:<20} {:>7} {:>7} {:>6} {:>10} {:>6} {:>5} {:>5} {:>11} {:>8}"
     lines = [fmt.format("configuration", "audio s", "wall s", "RTF", "latency ms", "RSS MB", "WER %", "CER %",
                         "vs ct2-int8", "others %")]
+    pct = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for r in rows:
-        pct = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         lines.append(fmt.format(r.config + (" *" if r.config == DEFAULT else ""), f"{r.audio_s:.1f}", f"{r.wall_s:.2f}",
                                 f"{r.rtf:.3f}", f"{r.latency_ms:.0f}", f"{r.rss_mb:.0f}", pct(r.wer), pct(r.cer),
                                 f"{base / r.wall_s:.2f}x" if base else "-", f"{r.others_pct:.0f}"))
