@@ -82,6 +82,8 @@ class ModelRunner:
         ckpt = load_checkpoint(folder)
         model = Whisper(ckpt.dims)
         model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
+        suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
+        del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
         model.eval()
         if self.compute_type == "int8":
             model = quantize_int8(model)
@@ -97,7 +99,7 @@ class ModelRunner:
         if self.heads_path is not None:
             heads, self.heads_meta = load_heads(self.heads_path, self.sha256)
             heads = heads.to(self.device, torch.float32 if self.compute_type == "int8" else self.dtype)
-        self.decoder = GreedyDecoder(self.model, self.tokenizer, ckpt.suppress_ids, ckpt.suppress_ids_begin, heads, config.n_drafts)
+        self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts)
         self.model_name = config.model
 
     @cached_property
