@@ -129,8 +129,10 @@ async def receive_all(ws: Any, timeout: float = 120) -> list[dict]:
 class SSE:
     """A minimal SSE client over asyncio streams (HTTP/1.0: no chunked encoding to undo)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+                 headers: dict[str, str] | None = None) -> None:
         self.reader, self.writer, self.status = reader, writer, status
+        self.headers = headers or {}  # response headers, names lower-cased
 
     @classmethod
     async def open(cls, port: int, path: str, last_event_id: str | None = None) -> SSE:
@@ -140,9 +142,11 @@ class SSE:
             head += f"Last-Event-ID: {last_event_id}\r\n"
         writer.write((head + "\r\n").encode())
         status = int((await reader.readline()).split()[1])
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass
-        sse = cls(reader, writer, status)
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        sse = cls(reader, writer, status, headers)
         if status == 200:
             comment = await sse.next_block()  # "retry + : subscribed": live from here on
             assert comment is not None and comment.get("id") is None
