@@ -12,17 +12,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from gateway.auth import Auth, AuthMiddleware
 from gateway.bus import Bus, MemoryBus, RedisBus
 from gateway.config import ServeConfig
 from gateway.ingest import listen
+from gateway.limits import BodyLimitMiddleware, StreamLimits
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.sse import events
 from gateway.state import Gateway
 from gateway.subtitles import subtitles
+from gateway.tokens import tokens
 from gateway.ws import captions
 
 log = logging.getLogger("livecaptions.app")
@@ -55,7 +60,8 @@ async def _load(gw: Gateway) -> None:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     config: ServeConfig = app.state.config
-    gw = Gateway(config, make_bus(config), Metrics(lambda: len(gw.sessions), lambda: gw.engine))
+    gw = Gateway(config, make_bus(config), Metrics(lambda: len(gw.sessions), lambda: gw.engine), app.state.auth,
+                 StreamLimits(config.max_streams_per_key))
     app.state.gateway = gw
     await gw.bus.start()
     gw.loader = asyncio.create_task(_load(gw))
@@ -99,15 +105,23 @@ async def streams(request: Request) -> Response:
 
 
 def create_app(config: ServeConfig) -> Starlette:
-    app = Starlette(lifespan=lifespan, routes=[
+    auth = Auth(config.api_keys, config.token_secret, config.allowed_origins, config.max_token_ttl_s)
+    middleware = [Middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes or 2**63),
+                  Middleware(AuthMiddleware, auth=auth)]
+    if config.allowed_origins:  # outermost: a CORS preflight carries no credentials
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                                        allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type",
+                                                                                      "Last-Event-ID"]))
+    app = Starlette(lifespan=lifespan, middleware=middleware, routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         WebSocketRoute("/v1/listen", listen),
+        Route("/v1/tokens", tokens, methods=["POST"]),
         Route("/v1/streams", streams),
         WebSocketRoute("/v1/streams/{stream}/captions", captions),
         Route("/v1/streams/{stream}/events", events),
         Route("/v1/streams/{stream}/captions.{fmt}", subtitles),
     ])
-    app.state.config = config
+    app.state.config, app.state.auth = config, auth
     return app

@@ -66,7 +66,8 @@ def cmd_transcribe_live(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from gateway.live import Printer, run, summary
+    from gateway.live import run
+    from gateway.printer import Printer, summary
     from gateway.media import AudioError, decode_file
     from gateway.offline import check_signal
     from gateway.session import SessionConfig
@@ -92,14 +93,74 @@ def cmd_transcribe_live(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.runner import EngineConfig
+    from gateway.auth import hash_key
     from gateway.config import ServeConfig
     from gateway.serve import run
 
     config = ServeConfig(engine=EngineConfig(**{k: getattr(args, k) for k in ENGINE_FLAGS}), host=args.host,
                          port=args.port, language=args.language, redis_url=args.redis_url or None,
                          redis_prefix=args.redis_prefix, max_frame_bytes=args.max_frame_bytes,
-                         idle_timeout_s=args.idle_timeout, history_len=args.history_len, log_level=args.log_level)
+                         idle_timeout_s=args.idle_timeout, history_len=args.history_len, log_level=args.log_level,
+                         api_keys=tuple(hash_key(k) for k in args.api_keys), token_secret=args.token_secret,
+                         allowed_origins=tuple(args.allowed_origins), allow_anonymous=args.allow_anonymous,
+                         max_streams_per_key=args.max_streams_per_key, max_session_s=args.max_session,
+                         max_body_bytes=args.max_body_bytes, max_audio_s=args.max_audio_s)
     return run(config)
+
+
+def cmd_hash_key(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        raise ValueError("no key given")
+    print(hash_key(key))
+    return 0
+
+
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from gateway.client import ListenError, file_source, listen, mic_source
+    from gateway.media import SAMPLE_RATE, AudioError
+    from gateway.printer import Printer, summary
+
+    if (args.file is None) == (not args.mic):
+        raise ValueError("give a FILE or --mic (not both)")
+    printer = Printer(args.json)
+    sent = [0, 0.0]  # samples sent, when the source ended: the printer's live audio clock
+
+    async def counted(source):  # type: ignore[no-untyped-def]
+        async for chunk in source:
+            sent[0] += len(chunk)
+            yield chunk
+        sent[1] = time.monotonic()
+
+    def clock() -> float:
+        played = sent[0] / SAMPLE_RATE
+        return played + (time.monotonic() - sent[1]) * (args.speed or 1) if sent[1] else played
+
+    printer.clock = clock
+
+    async def main() -> None:
+        source = mic_source() if args.mic else file_source(args.file, args.speed)
+        async for event in listen(args.url, counted(source), stream=args.stream, language=args.language,
+                                  partials=not args.no_partials, api_key=args.api_key, token=args.token):
+            await printer(event)
+
+    try:
+        asyncio.run(main())
+    except (ListenError, AudioError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if sys.stderr.isatty():
+        print(summary(printer), file=sys.stderr)
+    return 0
 
 
 def speed(value: str) -> float:
@@ -156,7 +217,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events kept per stream for resume and .vtt/.srt (default 5000)")
     s.add_argument("--log-level", default=env("LIVECAPTIONS_LOG_LEVEL", "info"),
                    choices=("critical", "error", "warning", "info", "debug"))
+    a = s.add_argument_group("auth (no keys: open, loopback only)")
+    a.add_argument("--api-key", action="append", default=_list(env("LIVECAPTIONS_API_KEYS")), dest="api_keys",
+                   metavar="KEY", help="an API key or its sha256:<hex> hash (`livecaptions hash-key`); repeatable; "
+                   "LIVECAPTIONS_API_KEYS: comma-separated")
+    a.add_argument("--token-secret", default=env("LIVECAPTIONS_TOKEN_SECRET"),
+                   help="secret that signs tokens (default: derived from the keys, the same on every instance)")
+    a.add_argument("--allowed-origin", action="append", default=_list(env("LIVECAPTIONS_ALLOWED_ORIGINS")),
+                   dest="allowed_origins", metavar="ORIGIN",
+                   help="a browser origin allowed besides the server's own, e.g. https://studio.example; * for any")
+    a.add_argument("--allow-anonymous", action="store_true", default=env("LIVECAPTIONS_ALLOW_ANONYMOUS") == "1",
+                   help="serve without keys on a non-loopback --host (behind an auth proxy or on a trusted network)")
+    lim = s.add_argument_group("limits (0: unlimited)")
+    lim.add_argument("--max-streams-per-key", type=int, default=int(env("LIVECAPTIONS_MAX_STREAMS_PER_KEY", "100")))
+    lim.add_argument("--max-session", type=float, default=float(env("LIVECAPTIONS_MAX_SESSION", "0")),
+                     help="seconds an ingest session may last (default 0: unlimited)")
+    lim.add_argument("--max-body-bytes", type=int, default=int(env("LIVECAPTIONS_MAX_BODY_BYTES", str(100 * 2**20))),
+                     help="HTTP request body limit (default 100 MiB)")
+    lim.add_argument("--max-audio-s", type=float, default=float(env("LIVECAPTIONS_MAX_AUDIO_S", "14400")),
+                     help="audio seconds per HTTP transcription request (default 14400)")
     s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("listen", help="stream a file or the microphone to a server and print its captions")
+    c.add_argument("file", nargs="?", metavar="FILE", help="any container FFmpeg reads, played as a live source")
+    c.add_argument("--mic", action="store_true", help="the microphone instead of a file (needs `sounddevice`)")
+    c.add_argument("--url", default=env("LIVECAPTIONS_URL", "ws://127.0.0.1:8000"), help="the server (default %(default)s)")
+    c.add_argument("--speed", type=speed, default=1.0, help="times real time for a file (default 1; 0: as fast as possible)")
+    c.add_argument("--stream", default=None, help="stream id, so viewers can subscribe (default: the server picks)")
+    c.add_argument("--language", default=None, help="ISO code or auto (default: the server's)")
+    c.add_argument("--no-partials", action="store_true", help="finals only")
+    c.add_argument("--api-key", default=env("LIVECAPTIONS_API_KEY"), help="sent as Authorization: Bearer")
+    c.add_argument("--token", default=None, help="a token from POST /v1/tokens instead of a key")
+    c.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    c.set_defaults(func=cmd_listen)
+
+    h = sub.add_parser("hash-key", help="print the sha256 hash of an API key, to store instead of the key")
+    h.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
+    h.set_defaults(func=cmd_hash_key)
     return parser
 
 

@@ -36,6 +36,17 @@ class ServeConfig:
     registry_ttl_s: float = 15.0  # a stream not heartbeating this long drops off GET /v1/streams
     sse_ping_s: float = 15.0
     log_level: str = "info"
+    # auth (gateway/auth.py): no keys = auth off, loopback only unless allow_anonymous
+    api_keys: tuple[str, ...] = ()  # "sha256:<hex>" hashes (plain keys are hashed on load: `livecaptions hash-key`)
+    token_secret: str | None = None  # signs tokens; default: derived from the key hashes (same on every instance)
+    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed besides the server's own; "*": any
+    allow_anonymous: bool = False  # no keys, yet serve other hosts than loopback (a trusted network or an auth proxy)
+    max_token_ttl_s: float = 86400.0
+    # limits (gateway/limits.py): 0 = unlimited
+    max_streams_per_key: int = 100  # concurrent ingest/realtime streams and transcriptions per key, per instance
+    max_session_s: float = 0.0  # an ingest session this long is closed (4413), finals delivered first
+    max_body_bytes: int = 100 * 1024 * 1024  # HTTP request bodies (file uploads): 413 beyond
+    max_audio_s: float = 4 * 3600.0  # audio per HTTP transcription request: 413 beyond
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -49,8 +60,18 @@ class ServeConfig:
         for name in ("idle_timeout_s", "registry_ttl_s", "sse_ping_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_streams_per_key", "max_session_s", "max_body_bytes", "max_audio_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: unlimited), got {getattr(self, name)}")
+        if not self.max_token_ttl_s > 0:
+            raise ValueError(f"max token TTL must be > 0, got {self.max_token_ttl_s}")
         if self.history_len < 10:
             raise ValueError(f"history length must be >= 10, got {self.history_len}")
+
+    @property
+    def loopback_only(self) -> bool:
+        """No keys and not explicitly anonymous: the server must not be reachable from other hosts."""
+        return not self.api_keys and not self.allow_anonymous
 
     @property
     def ws_max_size(self) -> int:

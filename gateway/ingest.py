@@ -12,16 +12,20 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import events as ev
 from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
+from gateway.limits import LimitError
 from gateway.media import PCM_DTYPES, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
+
+if TYPE_CHECKING:
+    from engine.service import Engine
 
 log = logging.getLogger("livecaptions.ingest")
 
@@ -34,8 +38,12 @@ CLOSE_CODES = {
     1011: ("internal", "the server failed this session"),
     1013: ("unavailable", "model still loading, or the server is draining: retry later"),
     4400: ("bad_request", "invalid query parameters"),
+    4401: ("unauthorized", "missing, invalid or expired API key or token (gateway/auth.py)"),
+    4403: ("forbidden", "the credential does not allow this stream or scope, or the Origin is not allowed"),
     4408: ("idle_timeout", "no frame for --idle-timeout seconds"),
     4409: ("stream_busy", "the stream id is already live"),
+    4413: ("session_too_long", "the session reached --max-session seconds (finals are delivered first)"),
+    4429: ("too_many_streams", "the key already has --max-streams-per-key streams open"),
 }
 HEARTBEAT_FRACTION = 3  # heartbeats per registry TTL: one lost beat does not drop the stream off the list
 
@@ -67,7 +75,7 @@ class ListenParams:
 
     @classmethod
     def parse(cls, query: QueryParams, config: ServeConfig) -> ListenParams:
-        known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms"}
+        known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms", "token"}
         if unknown := set(query) - known:
             raise ValueError(f"unknown query parameters: {', '.join(sorted(unknown))}")
         q = query.get
@@ -153,6 +161,14 @@ async def listen(ws: WebSocket) -> None:
         return await _reject(ws, params.stream, 1013, "draining" if gw.draining else "the model is still loading")
     engine = gw.engine
     assert engine is not None
+    try:
+        async with gw.limits.stream(ws.state.grant):
+            await _run(gw, ws, params, engine)
+    except LimitError as e:
+        await _reject(ws, params.stream, e.close_code, e.message)
+
+
+async def _run(gw: Gateway, ws: WebSocket, params: ListenParams, engine: Engine) -> None:
     live = await gw.bus.live_streams()  # other instances' streams too (a shared Redis)
     if params.stream in gw.sessions or params.stream in live:
         return await _reject(ws, params.stream, 4409, f"stream {params.stream!r} is already live")
@@ -183,17 +199,20 @@ async def _heartbeat(gw: Gateway, stream: str) -> None:
 
 async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: ListenParams, outbox: Outbox) -> None:
     """Feed the session until the client closes it, leaves, breaks the protocol, or the server shuts down."""
-    limit = gw.config.max_frame_bytes
+    limit, idle, longest = gw.config.max_frame_bytes, gw.config.idle_timeout_s, gw.config.max_session_s
+    ends = time.monotonic() + longest if longest else float("inf")
     try:
         while True:
             try:
-                async with asyncio.timeout(gw.config.idle_timeout_s):
+                async with asyncio.timeout(min(idle, ends - time.monotonic())):
                     msg = await ws.receive()
             except TimeoutError:
-                # Silent, not broken: what it said still deserves its finals.
-                await outbox.error("idle_timeout", f"no frame for {gw.config.idle_timeout_s:g} s")
+                # Silent or over time, not broken: what it said still deserves its finals.
+                close = 4408 if time.monotonic() < ends else 4413
+                await outbox.error(CLOSE_CODES[close][0], f"no frame for {idle:g} s" if close == 4408
+                                   else f"the session reached the {longest:g} s limit")
                 await session.close()
-                return await _close(ws, 4408)
+                return await _close(ws, close)
             if msg["type"] == "websocket.disconnect":
                 outbox.client_gone = True
                 if msg.get("code") == 1012 or gw.draining:  # uvicorn shutting down: finish for the subscribers

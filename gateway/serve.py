@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import replace
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,8 +30,20 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+log = logging.getLogger("livecaptions.serve")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def run(config: ServeConfig) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.loopback_only:
+        if config.host not in LOOPBACK:
+            config = replace(config, host="127.0.0.1")
+        log.warning("no API keys configured: auth is off, so serving on %s only (pass --api-key to serve other "
+                    "hosts, or --allow-anonymous on a trusted network)", config.host)
+    elif not config.api_keys:
+        log.warning("no API keys configured (--allow-anonymous): anyone who reaches %s:%d may stream and watch",
+                    config.host, config.port)
     app = create_app(config)
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                     ws_max_size=config.ws_max_size,

@@ -12,10 +12,11 @@ import json
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from gateway.bus import SlowSubscriber
 from gateway.config import check_subscription
+from gateway.errors import error_response
 from gateway.state import Gateway
 
 RETRY_MS = 1000  # how soon an EventSource reconnects after the response ends
@@ -28,7 +29,7 @@ async def events(request: Request) -> Response:
     try:
         check_subscription(stream, after)
     except ValueError as e:
-        return PlainTextResponse(str(e), status_code=400)
+        return error_response(400, "bad_request", str(e))
     return StreamingResponse(_frames(gw, stream, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -40,6 +41,7 @@ async def _frames(gw: Gateway, stream: str, after: str | None) -> AsyncIterator[
         # uvicorn waits for open responses before shutting down: end once this instance's sessions are finished
         # (their finals published); the client resumes elsewhere with Last-Event-ID.
         stop = asyncio.ensure_future(gw.drained.wait())
+        nxt: asyncio.Future[tuple[str, dict]] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(sub))
@@ -59,6 +61,8 @@ async def _frames(gw: Gateway, stream: str, after: str | None) -> AsyncIterator[
                 yield f"id: {eid}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
                 if event.get("type") == "session.ended":
                     return
-        finally:
-            stop.cancel()
-            await asyncio.gather(stop, return_exceptions=True)
+        finally:  # also when the client left mid-wait: no task may outlive the subscription
+            for task in (stop, nxt):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (stop, nxt) if t is not None), return_exceptions=True)

@@ -7,8 +7,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.auth import Auth
 from gateway.bus import Bus
 from gateway.config import ServeConfig
+from gateway.limits import StreamLimits
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -21,6 +23,8 @@ class Gateway:
     config: ServeConfig
     bus: Bus
     metrics: Metrics
+    auth: Auth
+    limits: StreamLimits
     engine: Engine | None = None  # None until the model is loaded and warm
     load_error: BaseException | None = None
     draining: bool = False  # SIGTERM seen: no new ingest

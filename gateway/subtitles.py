@@ -8,10 +8,11 @@ import datetime
 import srt
 import webvtt
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from gateway.bus import Event
 from gateway.config import STREAM_ID
+from gateway.errors import error_response
 from gateway.state import Gateway
 
 MEDIA_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
@@ -21,10 +22,10 @@ async def subtitles(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     stream, fmt = request.path_params["stream"], request.path_params["fmt"]
     if fmt not in MEDIA_TYPES or not STREAM_ID.fullmatch(stream):
-        return PlainTextResponse("not found", status_code=404)
+        return error_response(404, "not_found", "no such subtitle format or stream id")
     history = await gw.bus.history(stream)
     if not history:
-        return PlainTextResponse(f"no stream {stream!r} in the history", status_code=404)
+        return error_response(404, "not_found", f"no stream {stream!r} in the history")
     finals = [e for _, e in history if e.get("type") == "caption.final"]
     body = to_vtt(finals) if fmt == "vtt" else to_srt(finals)
     return Response(body, media_type=MEDIA_TYPES[fmt])

@@ -11,7 +11,7 @@ import sys
 
 from bench.scoring import error_rate
 from gateway import events as ev
-from gateway.live import Printer
+from gateway.printer import Printer
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
