@@ -149,6 +149,10 @@ class _End(Exception):
 
 
 async def listen(ws: WebSocket) -> None:
+    from gateway.compat import deepgram  # imports this module (Outbox): not at the top
+
+    if deepgram.requested(ws.query_params):  # a Deepgram client: its own protocol on this socket
+        return await deepgram.listen(ws)
     gw: Gateway = ws.app.state.gateway
     await ws.accept()
     fallback = ws.query_params.get("stream") or uuid.uuid4().hex[:12]

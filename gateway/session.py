@@ -73,6 +73,9 @@ class SessionConfig:
     # partials bridge the wait; a turn or a new topic (>= 1.3 s, as between ../shared/speech clips) ends it.
     endpoint_ms: int = 1250
     partial_interval_ms: int = 500  # ms of new speech between partials
+    # True: a segment that held no words still gets a caption.final (empty text), for protocols that answer every
+    # turn they announced (gateway/compat: a realtime item is completed, a Deepgram turn is final, even if silent)
+    empty_finals: bool = False
 
     def __post_init__(self) -> None:
         if self.language is not None and not re.fullmatch(r"[a-z]{2,3}", self.language):
@@ -336,7 +339,7 @@ class CaptionSession:
         if isinstance(seg.result, Exception):
             await self._send(ev.Error, code="final_failed", segment=seg.id,
                              message=f"segment {seg.id} could not be transcribed: {seg.result}")
-        elif seg.result is not None and seg.result.text:  # empty: the engine heard no speech; no final for it
+        elif seg.result is not None and (seg.result.text or self.config.empty_finals):  # empty: no speech heard
             r = seg.result.result
             await self._send(ev.CaptionFinal, segment=seg.id, text=seg.result.text, start=seg.start, end=seg.end,
                              language=r.language, no_speech_prob=r.no_speech_prob,
