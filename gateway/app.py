@@ -20,6 +20,9 @@ from starlette.routing import Route, WebSocketRoute
 
 from gateway.auth import Auth, AuthMiddleware
 from gateway.bus import Bus, MemoryBus, RedisBus
+from gateway.compat import openai_audio
+from gateway.compat.intake import Endpoint
+from gateway.compat.stepaudio_sse import asr_sse
 from gateway.config import ServeConfig
 from gateway.ingest import listen
 from gateway.limits import BodyLimitMiddleware, StreamLimits
@@ -118,6 +121,11 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", metrics),
         WebSocketRoute("/v1/listen", listen),
         Route("/v1/tokens", tokens, methods=["POST"]),
+        Route("/v1/audio/asr/sse", Endpoint(asr_sse), methods=["POST"]),
+        Route("/v1/audio/transcriptions", Endpoint(openai_audio.transcriptions), methods=["POST"]),
+        Route("/v1/audio/translations", Endpoint(openai_audio.translations), methods=["POST"]),
+        Route("/v1/models", openai_audio.models),
+        Route("/v1/models/{model:path}", openai_audio.model),
         Route("/v1/streams", streams),
         WebSocketRoute("/v1/streams/{stream}/captions", captions),
         Route("/v1/streams/{stream}/events", events),

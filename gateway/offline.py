@@ -1,12 +1,20 @@
 """Offline transcription of whole files: decode, split long audio at silence, batch the pieces through the engine.
 
+`pieces()` is the one way to do it: an async iterator that yields each window's transcript as soon as its batch is
+decoded, batches growing 1, 2, 4, ... up to the engine's max batch, so the first text of a long file comes after one
+window's decode and later batches are full. The CLI drives it with a ModelRunner in a thread (`runner_batches`),
+the HTTP APIs with the served Engine (`engine_batches`); both build their result with `separator`.
+
 The JSON shape of `FileTranscript.to_json()` is a contract: benchmarks and checks read `file`, `language`, `text`,
 `segments`, `audio_s`, `wall_s`, `rtf`, `decode.forwards` and `decode.tokens`."""
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +22,16 @@ from gateway.media import SAMPLE_RATE, AudioError, decode_file
 from vad.config import SegmenterConfig
 from vad.offline import merge_segments, segment_audio
 
+if TYPE_CHECKING:  # torch: the engine is reached through the objects callers pass in
+    from engine.decoding import DecodeOptions
+    from engine.runner import ModelRunner, Transcript
+    from engine.service import Engine
+
 WINDOW_S = 30.0  # the engine's longest segment
+CHARACTER_LANGUAGES = ("zh", "ja")  # written without spaces: their pieces are joined without one
+
+# a batch of 16 kHz windows and their options -> one Transcript each, in order
+Batches = Callable[[list[np.ndarray], "DecodeOptions"], Awaitable[list["Transcript"]]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,16 @@ class Segment:
     start: float  # seconds from the start of the file
     end: float
     text: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One window of a file, transcribed."""
+
+    index: int  # position among the file's windows
+    start: float  # seconds from the start of the file
+    end: float
+    transcript: Transcript  # text "" when the window held no speech
 
 
 @dataclass(frozen=True)
@@ -61,30 +88,86 @@ def check_signal(audio: np.ndarray, name: str) -> None:
         raise AudioError(f"{name}: every sample is zero (no signal)")
 
 
-def transcribe_file(runner, path: str, options, progress: bool = False) -> FileTranscript:
-    """One file through the runner (an engine.runner.ModelRunner); raises AudioError for unusable input."""
+def waves(n: int, max_batch: int) -> Iterator[range]:
+    """Index ranges of batches over n windows: 1, 2, 4, ... then max_batch each."""
+    i, size = 0, 1
+    while i < n:
+        yield range(i, min(n, i + size))
+        i, size = i + size, min(2 * size, max_batch)
+
+
+def separator(previous: str | None, language: str) -> str:
+    """What goes between the previous piece's text (its language; None: none yet) and the next one's."""
+    if previous is None or previous in CHARACTER_LANGUAGES or language in CHARACTER_LANGUAGES:
+        return ""
+    return " "
+
+
+async def pieces(audio: np.ndarray, options: DecodeOptions, batches: Batches, max_batch: int) -> AsyncIterator[Piece]:
+    """The file's windows in order, each yielded once its batch is decoded (see the module docstring)."""
+    spans = await asyncio.to_thread(split, audio)  # the VAD is CPU work: off the event loop
+    for wave in waves(len(spans), max_batch):
+        part = spans[wave.start : wave.stop]
+        for i, (s, e), t in zip(wave, part, await batches([audio[s:e] for s, e in part], options)):
+            yield Piece(i, round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3), t)
+
+
+def runner_batches(runner: ModelRunner) -> Batches:
+    """Batches on a ModelRunner of this process, in a worker thread (the CLI)."""
+
+    async def run(audios: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+        return await asyncio.to_thread(runner.transcribe, audios, options)
+
+    return run
+
+
+def engine_batches(engine: Engine, stream: str) -> Batches:
+    """Batches on the served Engine as finals of `stream` (never shed); cancelling the caller cancels them."""
+
+    async def run(audios: list[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+        return list(await asyncio.gather(*(engine.transcribe(a, options, stream=stream, final=True) for a in audios)))
+
+    return run
+
+
+async def transcribe_audio(audio: np.ndarray, name: str, options: DecodeOptions, batches: Batches, max_batch: int,
+                           progress: bool = False) -> FileTranscript:
+    """Decoded audio -> its FileTranscript."""
+    t0 = time.perf_counter()
+    got: list[Piece] = []
+    async for piece in pieces(audio, options, batches, max_batch):
+        got.append(piece)
+        if progress:
+            print(f"\r{name}: {piece.end:.0f}/{len(audio) / SAMPLE_RATE:.0f} s", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return assemble(name, got, len(audio) / SAMPLE_RATE, time.perf_counter() - t0, options.language or "en")
+
+
+def assemble(name: str, got: list[Piece], audio_s: float, wall_s: float, default_language: str) -> FileTranscript:
+    """A file's pieces, in order -> its FileTranscript: the spoken pieces' texts joined, the majority language."""
+    spoken = [p for p in got if p.transcript.text]
+    languages = [p.transcript.result.language for p in spoken]
+    text, previous = "", None
+    for p in spoken:
+        text += separator(previous, p.transcript.result.language) + p.transcript.text
+        previous = p.transcript.result.language
+    return FileTranscript(
+        file=name,
+        language=max(set(languages), key=languages.count) if languages else default_language,
+        text=text,
+        segments=[Segment(p.start, p.end, p.transcript.text) for p in spoken],
+        audio_s=audio_s,
+        wall_s=wall_s,
+        decode={"forwards": sum(p.transcript.result.forwards for p in got),
+                "tokens": sum(p.transcript.result.emitted for p in got)},
+    )
+
+
+def transcribe_file(runner: ModelRunner, path: str, options: DecodeOptions, progress: bool = False) -> FileTranscript:
+    """One file through the runner; raises AudioError for unusable input."""
     t0 = time.perf_counter()
     audio = decode_file(path)
     check_signal(audio, path)
-    spans = split(audio)
-    pieces, batch = [], runner.config.max_batch
-    for i in range(0, len(spans), batch):
-        part = spans[i : i + batch]
-        pieces += runner.transcribe([audio[s:e] for s, e in part], options)
-        if progress:
-            done = spans[min(i + batch, len(spans)) - 1][1] / SAMPLE_RATE
-            print(f"\r{path}: {done:.0f}/{len(audio) / SAMPLE_RATE:.0f} s", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
-    segments = [Segment(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3), t.text) for (s, e), t in zip(spans, pieces) if t.text]
-    languages = [t.result.language for t in pieces if t.text]
-    joiner = "" if languages and max(set(languages), key=languages.count) in ("zh", "ja") else " "
-    return FileTranscript(
-        file=path,
-        language=max(set(languages), key=languages.count) if languages else (options.language or "en"),
-        text=joiner.join(s.text for s in segments),
-        segments=segments,
-        audio_s=len(audio) / SAMPLE_RATE,
-        wall_s=time.perf_counter() - t0,
-        decode={"forwards": sum(t.result.forwards for t in pieces), "tokens": sum(t.result.emitted for t in pieces)},
-    )
+    result = asyncio.run(transcribe_audio(audio, path, options, runner_batches(runner), runner.config.max_batch, progress))
+    return replace(result, wall_s=time.perf_counter() - t0)  # decoding counts, as it always has
