@@ -1,0 +1,450 @@
+"""Concurrent live streams into one real `livecaptions serve` process: caption latency, batching, CPU, memory.
+
+    .venv/bin/python bench/streams.py --streams 16 [--model base] [--duration 75] [--json]
+    .venv/bin/python bench/streams.py --sweep 1,4,8,16
+    .venv/bin/python bench/streams.py --offline ../shared/speech [--json]
+
+Live (--streams N, or --sweep N1,N2,...: one server, one run per N): N WebSocket clients on loopback each stream
+the clips of ../shared/speech (every stream starts at another clip and loops over them, with 2-3.5 s pauses of
+silence between clips and a 0-3 s silent lead-in, all seeded) as 16 kHz s16le in --frame-ms frames at real-time
+pace, for --duration seconds of audio each, then {"type": "close"}. The audio a client sends was "captured" at
+t0 + its audio time (t0: the stream's start), so for an event covering audio up to `end` (gateway/events.py):
+
+  final latency    receipt of caption.final - (t0 + end). `end` is the end of the segment's audio, i.e. the end
+                   of speech plus the VAD's 200 ms post-roll: this includes the endpointing wait (the segment
+                   only ends after --endpointing-ms of silence; the server default is 1250 ms), then the decode.
+  decode latency   receipt of caption.final - receipt of the segment's speech.stopped (the decode part alone).
+  partial latency  receipt of caption.partial - (t0 + its end, how far into the segment the preview heard).
+
+A stream kept real time when its client never fell more than 0.5 s behind its sending schedule (the server reads
+what it is sent), its session ended within 10 s of the close, and its lag did not grow: the least-squares slope
+of its final latencies over the run, times the run's span, is under 1 s. `realtime` is true when every stream
+kept real time. Server CPU (% of one core, mean and max of 1 s samples) and RSS (max) come from psutil on the
+server process; engine batch sizes from the livecaptions_engine_batch_size histogram of /metrics (difference
+over the run); queue depth from livecaptions_engine_queue_depth (max of 1 s samples); GPU utilisation from
+nvidia-smi when there is one. `--streams N --json` ends with one JSON line: streams, p50/p95_final_latency_s,
+p50/p95_partial_latency_s, p50/p95_final_decode_s, realtime, rss_mb, cpu_pct and more.
+
+Offline (--offline DIR): every audio file of DIR (languages from DIR/manifest.tsv when there is one, else
+detected), decoded to 16 kHz before timing. Ours: each file cut at silence into <= 30 s pieces
+(gateway.offline.split, as `livecaptions transcribe` does), all pieces of all files batched through one
+engine.runner.ModelRunner (longest first, --batch per batch, default the runner's). Peer: faster-whisper's
+BatchedInferencePipeline (its own VAD chunking, batch_size --batch or 16, greedy, no timestamps) on the same model
+files (engine.models.resolve: the bundled CTranslate2 folder) with int8 on CPU. Both warm up once, untimed, in
+this process; wall time covers features, encoder, decoder and text. The table gives audio seconds per wall second
+and the ratio to faster-whisper, with WER/CER when DIR has a manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from bench.scoring import SPEECH, clips, error_rate  # noqa: E402
+
+RATE = 16000  # Hz, s16le mono on the wire
+GROWTH_S = 1.0  # lag growth over a run beyond which a stream did not keep real time
+BEHIND_S = 0.5  # a client this far behind its sending schedule: the server did not take the audio in time
+END_TIMEOUT_S = 10.0  # close -> session.ended
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".webm")
+
+
+# -- live streams -----------------------------------------------------------------------------------------------
+
+def program(clip_audio: list[np.ndarray], index: int, duration_s: float) -> bytes:
+    """Stream `index`'s audio: a seeded silent lead-in, then the clips from clip `index` on, looped, with pauses."""
+    rng = random.Random(index)
+    parts = [np.zeros(int(rng.uniform(0, 3) * RATE), np.float32)]
+    total, k = len(parts[0]), index
+    while total < duration_s * RATE:
+        clip = clip_audio[k % len(clip_audio)]
+        pause = np.zeros(int(rng.uniform(2.0, 3.5) * RATE), np.float32)
+        parts += [clip, pause]
+        total += len(clip) + len(pause)
+        k += 1
+    audio = np.concatenate(parts)[:int(duration_s * RATE)]
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@dataclass
+class StreamResult:
+    finals: list[tuple[float, float]] = field(default_factory=list)  # (audio end s, latency s)
+    partials: list[float] = field(default_factory=list)  # latency s
+    decodes: list[float] = field(default_factory=list)  # speech.stopped -> caption.final, s
+    behind_s: float = 0.0  # the furthest the client fell behind its sending schedule
+    ended_s: float | None = None  # close -> session.ended; None: not within END_TIMEOUT_S
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def growth_s(self) -> float:
+        """Least-squares slope of final latency over audio time, times the span: how much the lag grew."""
+        if len(self.finals) < 3:
+            return 0.0
+        x, y = np.array(self.finals).T
+        if np.ptp(x) == 0:
+            return 0.0
+        return float(np.polyfit(x, y, 1)[0] * np.ptp(x))
+
+    @property
+    def realtime(self) -> bool:
+        return self.behind_s < BEHIND_S and self.ended_s is not None and self.growth_s < GROWTH_S
+
+
+async def run_stream(url: str, pcm: bytes, frame_ms: int) -> StreamResult:
+    from websockets.asyncio.client import connect
+
+    out = StreamResult()
+    loop = asyncio.get_running_loop()
+    step = RATE * 2 * frame_ms // 1000
+    async with connect(url, max_queue=None) as ws:
+        stopped: dict[int, float] = {}  # segment -> receipt of its speech.stopped
+        ended = asyncio.Event()
+        t0 = loop.time()
+
+        async def receive() -> None:
+            async for message in ws:
+                now, e = loop.time(), json.loads(message)
+                kind = e["type"]
+                if kind == "caption.final":
+                    out.finals.append((e["end"], now - (t0 + e["end"])))
+                    if e["segment"] in stopped:
+                        out.decodes.append(now - stopped.pop(e["segment"]))
+                elif kind == "caption.partial":
+                    out.partials.append(now - (t0 + e["end"]))
+                elif kind == "speech.stopped":
+                    stopped[e["segment"]] = now
+                elif kind == "error":
+                    out.errors.append(e["code"])
+                elif kind == "session.ended":
+                    ended.set()
+
+        receiver = asyncio.create_task(receive())
+        for sent in range(step, len(pcm) + step, step):
+            due = t0 + min(sent, len(pcm)) / (2 * RATE)  # a frame goes out once all of it has been "captured"
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            out.behind_s = max(out.behind_s, loop.time() - due)
+            await ws.send(pcm[sent - step:sent])
+        closed = loop.time()
+        await ws.send(json.dumps({"type": "close"}))
+        try:
+            await asyncio.wait_for(ended.wait(), END_TIMEOUT_S)
+            out.ended_s = loop.time() - closed
+        except TimeoutError:
+            pass
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+    return out
+
+
+def scrape(url: str) -> dict[str, float]:
+    """/metrics as {'name{labels}': value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
+
+
+def gpu_utilisation() -> float | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True)
+    values = [float(v) for v in done.stdout.split()] if done.returncode == 0 else []
+    return statistics.mean(values) if values else None
+
+
+@dataclass
+class Monitor:
+    """1 s samples of the server process and its engine while a run goes on."""
+
+    cpu: list[float] = field(default_factory=list)  # server process, % of one core
+    system: list[float] = field(default_factory=list)  # whole machine, % of all cores
+    client: list[float] = field(default_factory=list)  # this process (the clients), % of one core
+    rss_mb: list[float] = field(default_factory=list)
+    queue: list[float] = field(default_factory=list)
+    gpu: list[float] = field(default_factory=list)
+
+    async def run(self, proc: psutil.Process, url: str, stop: asyncio.Event) -> None:
+        me = psutil.Process()
+        proc.cpu_percent(), me.cpu_percent(), psutil.cpu_percent()  # start the counters
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self.cpu.append(proc.cpu_percent())
+            self.client.append(me.cpu_percent())
+            self.system.append(psutil.cpu_percent())
+            self.rss_mb.append(proc.memory_info().rss / 2**20)
+            metrics = await asyncio.to_thread(scrape, url)  # also makes the server fold new batches into its histogram
+            self.queue.append(metrics.get("livecaptions_engine_queue_depth", 0.0))
+            if (g := await asyncio.to_thread(gpu_utilisation)) is not None:
+                self.gpu.append(g)
+
+
+def batch_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean and p50/p95 (bucket upper bounds) of the engine batch sizes between two scrapes."""
+    name = "livecaptions_engine_batch_size"
+    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+    total = after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)
+    buckets = sorted((float(m[1]), after[k] - before.get(k, 0.0)) for k in after
+                     if (m := re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', k)))
+
+    def quantile(q: float) -> float:
+        for le, n in buckets:
+            if n >= q * count:
+                return le
+        return float("nan")
+
+    return {"batches": count, "batch_mean": round(total / count, 2) if count else 0.0,
+            "batch_p50": quantile(0.5) if count else 0.0, "batch_p95": quantile(0.95) if count else 0.0}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def measure(url: str, proc: psutil.Process, n: int, programs: list[bytes], args: argparse.Namespace) -> dict:
+    query = "language=auto&partials=true" + (f"&endpointing_ms={args.endpointing_ms}" if args.endpointing_ms else "")
+    before = scrape(url)
+    monitor, stop = Monitor(), asyncio.Event()
+    watching = asyncio.create_task(monitor.run(proc, url, stop))
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(run_stream(f"{url.replace('http', 'ws', 1)}/v1/listen?stream=bench-{n}-{i}&{query}",
+                                                programs[i], args.frame_ms) for i in range(n)))
+    wall = time.perf_counter() - t0
+    stop.set()
+    await watching
+    after = scrape(url)
+    finals = [lat for r in results for _, lat in r.finals]
+    partials = [lat for r in results for lat in r.partials]
+    decodes = [lat for r in results for lat in r.decodes]
+    return {
+        "streams": n, "duration_s": args.duration, "wall_s": round(wall, 1), "model": args.model,
+        "endpointing_ms": args.endpointing_ms or 1250,
+        "p50_final_latency_s": pct(finals, 50), "p95_final_latency_s": pct(finals, 95),
+        "p50_partial_latency_s": pct(partials, 50), "p95_partial_latency_s": pct(partials, 95),
+        "p50_final_decode_s": pct(decodes, 50), "p95_final_decode_s": pct(decodes, 95),
+        "finals": len(finals), "partials": len(partials),
+        "realtime": all(r.realtime for r in results), "realtime_streams": sum(r.realtime for r in results),
+        "lag_growth_max_s": round(max(r.growth_s for r in results), 3),
+        "behind_max_s": round(max(r.behind_s for r in results), 3),
+        "end_max_s": None if any(r.ended_s is None for r in results) else round(max(r.ended_s for r in results), 3),
+        "errors": sorted({c for r in results for c in r.errors}),
+        **batch_stats(before, after),
+        "queue_depth_max": max(monitor.queue, default=0.0),
+        "cpu_pct": round(statistics.mean(monitor.cpu), 1) if monitor.cpu else None,
+        "cpu_pct_max": round(max(monitor.cpu), 1) if monitor.cpu else None,
+        "system_cpu_pct": round(statistics.mean(monitor.system), 1) if monitor.system else None,
+        "client_cpu_pct": round(statistics.mean(monitor.client), 1) if monitor.client else None,
+        "rss_mb": round(max(monitor.rss_mb), 1) if monitor.rss_mb else None,
+        "gpu_pct": round(statistics.mean(monitor.gpu), 1) if monitor.gpu else None,
+    }
+
+
+def live_table(rows: list[dict]) -> str:
+    fmt = "{:>7} {:>11} {:>11} {:>13} {:>13} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7} {:>9}"
+    lines = [fmt.format("streams", "final p50", "final p95", "partial p50", "partial p95", "decode p95", "batch mean",
+                        "queue max", "server %", "RSS MB", "GPU %", "realtime")]
+    s = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in rows:
+        lines.append(fmt.format(r["streams"], s(r["p50_final_latency_s"]), s(r["p95_final_latency_s"]),
+                                s(r["p50_partial_latency_s"]), s(r["p95_partial_latency_s"]), s(r["p95_final_decode_s"]),
+                                f"{r['batch_mean']:.1f}", f"{r['queue_depth_max']:.0f}", f"{r['cpu_pct'] or 0:.0f}",
+                                f"{r['rss_mb'] or 0:.0f}", "-" if r["gpu_pct"] is None else f"{r['gpu_pct']:.0f}",
+                                f"{r['realtime_streams']}/{r['streams']}"))
+    return "\n".join(lines)
+
+
+def live(args: argparse.Namespace, counts: list[int]) -> None:
+    from gateway.media import decode_file
+    from tests.gateway.servers import Server
+
+    clip_audio = [decode_file(c.path) for c in clips(SPEECH)]
+    programs = [program(clip_audio, i, args.duration) for i in range(max(counts))]
+    log = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "serve.log"
+    # Server's CPU/int8 defaults overridden by the flags that follow (the last occurrence of a flag wins).
+    server = Server(log, "--model", args.model, "--device", args.device, "--compute-type", args.compute_type,
+                    "--threads", str(args.threads))
+    rows = []
+    try:
+        server.wait_ready(timeout=600)
+        proc = psutil.Process(server.proc.pid)
+        for n in counts:
+            print(f"[bench.streams] {n} stream(s), {args.duration:g} s of audio each ...", file=sys.stderr, flush=True)
+            rows.append(asyncio.run(measure(server.http, proc, n, programs, args)))
+            r = rows[-1]
+            print(f"[bench.streams] {n}: final p95 {r['p95_final_latency_s']} s, partial p95 "
+                  f"{r['p95_partial_latency_s']} s, realtime {r['realtime_streams']}/{n}", file=sys.stderr, flush=True)
+            time.sleep(2)  # let the last finals settle before the next N
+    finally:
+        server.stop()
+    print(f"# machine: {os.cpu_count()} cores; model {args.model}, device {args.device}, compute {args.compute_type}; "
+          f"{args.duration:g} s of audio per stream, {args.frame_ms} ms frames, endpointing "
+          f"{args.endpointing_ms or 1250} ms; latencies in s; server % = CPU of the server process (100 = one core)")
+    print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
+    print(live_table(rows))
+    kept = [r["streams"] for r in rows if r["realtime"]]
+    print(f"largest N kept in real time: {max(kept) if kept else 'none'}")
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+
+
+# -- offline throughput -----------------------------------------------------------------------------------------
+
+@dataclass
+class OfflineRow:
+    engine: str
+    files: int
+    segments: int
+    audio_s: float
+    wall_s: float
+    wer: float | None  # English, %, when DIR has a manifest
+    cer: float | None  # Chinese, %
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds per wall second."""
+        return self.audio_s / self.wall_s
+
+
+def score(texts: list[str], languages: list[str | None], references: list[str | None], language: str) -> float | None:
+    pairs = [(r, t) for t, lang, r in zip(texts, languages, references) if lang == language and r is not None]
+    return round(error_rate(pairs, language), 2) if pairs else None
+
+
+def ours(audios: list[np.ndarray], languages: list[str | None], args: argparse.Namespace) -> tuple[OfflineRow, list[str]]:
+    from engine.decoding import DecodeOptions
+    from engine.runner import EngineConfig, ModelRunner
+    from gateway.offline import split
+
+    runner = ModelRunner(EngineConfig(model=args.model, device=args.device, compute_type=args.compute_type,
+                                      threads=args.threads))
+    batch = args.batch or runner.config.max_batch
+    pieces = [(i, a[s:e]) for i, a in enumerate(audios) for s, e in split(a)]
+    order = sorted(range(len(pieces)), key=lambda k: -len(pieces[k][1]))  # longest first: less padding per batch
+    options = [DecodeOptions(language=lang) for lang in languages]
+    runner.transcribe([pieces[order[0]][1]], [options[pieces[order[0]][0]]])  # warm-up
+    texts: list[list[str]] = [[] for _ in audios]
+    t0 = time.perf_counter()
+    out = {}
+    for b in range(0, len(order), batch):
+        ks = order[b:b + batch]
+        for k, t in zip(ks, runner.transcribe([pieces[k][1] for k in ks], [options[pieces[k][0]] for k in ks])):
+            out[k] = t.text
+    wall = time.perf_counter() - t0
+    for k, (i, _) in enumerate(pieces):  # back in file order
+        if out[k]:
+            texts[i].append(out[k])
+    joined = [("" if lang in ("zh", "ja") else " ").join(t) for t, lang in zip(texts, languages)]
+    return OfflineRow(f"ours {runner.device} {runner.compute_type}, all batched", len(audios), len(pieces), sum(map(len, audios)) / RATE, wall, None, None), joined
+
+
+def faster_whisper(audios: list[np.ndarray], languages: list[str | None],
+                   args: argparse.Namespace) -> tuple[OfflineRow, list[str]]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from bench.engine import _to_simplified
+    from engine.models import resolve
+
+    model = WhisperModel(str(resolve(args.model)), device="cpu", compute_type="int8",
+                         cpu_threads=args.threads or os.cpu_count() or 0)
+    pipeline = BatchedInferencePipeline(model)
+    post = _to_simplified()
+
+    def run(audio: np.ndarray, language: str | None) -> tuple[str, int]:
+        segments, info = pipeline.transcribe(audio, language=language, batch_size=args.batch or 16, beam_size=1,
+                                             without_timestamps=True)
+        texts = [post(s.text.strip(), language or info.language) for s in segments]  # the generator does the work
+        return ("" if (language or info.language) in ("zh", "ja") else " ").join(t for t in texts if t), len(texts)
+
+    run(audios[0], languages[0])  # warm-up
+    t0 = time.perf_counter()
+    done = [run(a, lang) for a, lang in zip(audios, languages)]
+    wall = time.perf_counter() - t0
+    row = OfflineRow("faster-whisper int8 batched", len(audios), sum(n for _, n in done), sum(map(len, audios)) / RATE,
+                     wall, None, None)
+    return row, [t for t, _ in done]
+
+
+def offline(args: argparse.Namespace) -> None:
+    from gateway.media import decode_file
+
+    folder = Path(args.offline)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise SystemExit(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {folder}")
+    manifest = {c.path.name: c for c in clips(folder)} if (folder / "manifest.tsv").exists() else {}
+    languages = [manifest[p.name].language if p.name in manifest else None for p in files]
+    references = [manifest[p.name].reference if p.name in manifest else None for p in files]
+    audios = [decode_file(str(p)) for p in files]
+    rows = []
+    for name, run in (("ours", ours), ("faster-whisper", faster_whisper)):
+        print(f"[bench.streams] offline: {name} ...", file=sys.stderr, flush=True)
+        row, texts = run(audios, languages, args)
+        row.wer, row.cer = score(texts, languages, references, "en"), score(texts, languages, references, "zh")
+        rows.append(row)
+    peer = rows[-1]
+    print(f"# machine: {os.cpu_count()} cores; model {args.model}; {len(files)} files from {folder}; "
+          f"audio decoded before timing; one warm-up each")
+    print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
+    fmt = "{:<36} {:>5} {:>8} {:>8} {:>7} {:>11} {:>7} {:>8} {:>6} {:>6}"
+    print(fmt.format("engine", "files", "segments", "audio s", "wall s", "audio s/s", "RTF", "vs fw", "WER %", "CER %"))
+    for r in rows:
+        print(fmt.format(r.engine, r.files, r.segments, f"{r.audio_s:.1f}", f"{r.wall_s:.2f}", f"{r.speed:.1f}",
+                         f"{r.wall_s / r.audio_s:.4f}", f"{r.speed / peer.speed:.2f}x",
+                         "-" if r.wer is None else f"{r.wer:.1f}", "-" if r.cer is None else f"{r.cer:.1f}"))
+    if args.json:
+        for r in rows:
+            print(json.dumps({**asdict(r), "audio_s_per_s": round(r.speed, 2), "rtf": round(r.wall_s / r.audio_s, 4),
+                              "vs_faster_whisper": round(r.speed / peer.speed, 3), "model": args.model}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench/streams.py", description=__doc__.split("\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--streams", type=int, default=None, help="N concurrent live streams (default 4)")
+    mode.add_argument("--sweep", default=None, help="comma-separated N values, e.g. 1,4,8,16: one run each")
+    mode.add_argument("--offline", metavar="DIR", default=None, help="offline throughput of DIR's audio files")
+    ap.add_argument("--model", default="base")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--compute-type", default="auto", choices=("auto", "float32", "bfloat16", "float16", "int8"))
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads of the engine (0: all cores)")
+    ap.add_argument("--duration", type=float, default=75.0, help="seconds of audio per stream and run (default 75)")
+    ap.add_argument("--frame-ms", type=int, default=50, help="audio per WebSocket frame (default 50 ms)")
+    ap.add_argument("--endpointing-ms", type=int, default=None,
+                    help="silence that ends an utterance, passed as ?endpointing_ms= (default: the server's, 1250)")
+    ap.add_argument("--batch", type=int, default=0, help="offline: segments per batch (0: each engine's default)")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line per run (the last line)")
+    args = ap.parse_args(argv)
+    if args.duration <= 0 or args.frame_ms <= 0 or args.threads < 0 or args.batch < 0:
+        ap.error("--duration, --frame-ms must be > 0; --threads, --batch >= 0")
+    if args.offline:
+        return offline(args)
+    counts = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.streams or 4]
+    if min(counts) < 1:
+        ap.error("stream counts must be >= 1")
+    live(args, counts)
+
+
+if __name__ == "__main__":
+    main()
