@@ -70,6 +70,31 @@ def test_ingest_on_one_server_is_watched_on_the_other(pair):
     assert status == 200 and "country" in srt.decode()
 
 
+def test_redis_restart_mid_stream_loses_no_final(pair, redis_server):
+    """redis-server killed (as in a crash) while a stream is captioned, back 2 s later with an empty dataset: the
+    viewer on the other server still gets every event the ingest client got, in order, once each."""
+    a, b = pair
+
+    async def main() -> tuple[list[dict], list[dict]]:
+        async with connect(f"{b.ws}/v1/streams/outage-1/captions") as viewer:
+            await asyncio.sleep(0.3)
+            async with connect(f"{a.ws}/v1/listen?stream=outage-1&language=en") as ingest:
+                received = asyncio.create_task(receive_all(ingest))
+                sending = asyncio.create_task(stream_audio(ingest, jfk_pcm(), speed=2))
+                await asyncio.sleep(1.5)
+                redis_server.kill()
+                await asyncio.sleep(2.0)
+                redis_server.start()  # same port
+                await sending
+                await ingest.send(json.dumps({"type": "close"}))
+                events = await received
+            return events, await receive_all(viewer, timeout=60)
+
+    events, watched = asyncio.run(main())
+    assert events[-1]["type"] == "session.ended" and "caption.final" in [e["type"] for e in events]
+    assert [{k: v for k, v in e.items() if k != "id"} for e in watched] == events
+
+
 def test_sigterm_drains_the_open_session_to_viewers_elsewhere(pair):
     a, b = pair
 
