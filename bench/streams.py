@@ -280,7 +280,7 @@ def live(args: argparse.Namespace, counts: list[int]) -> None:
 
     clip_audio = [decode_file(c.path) for c in clips(SPEECH)]
     programs = [program(clip_audio, i, args.duration) for i in range(max(counts))]
-    log = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "serve.log"
+    log = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "serve.log"  # kept: the server's log, if it fails
     # Server's CPU/int8 defaults overridden by the flags that follow (the last occurrence of a flag wins).
     server = Server(log, "--model", args.model, "--device", args.device, "--compute-type", args.compute_type,
                     "--threads", str(args.threads))

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.scoring import SPEECH, clips, error_rate
 from gateway.media import decode_file
 from tests.deploy.proxy import Nginx
-from tests.gateway.servers import SSE, Server, get, pcm16, receive_all
+from tests.gateway.servers import SSE, Server, get, pcm16
 
 pytestmark = pytest.mark.timeout(300)
 SPEED = 3.0  # times real time
