@@ -20,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from gateway.auth import Auth, AuthMiddleware
 from gateway.bus import Bus, MemoryBus, RedisBus
-from gateway.compat import openai_audio
+from gateway.compat import openai_audio, realtime
 from gateway.compat.intake import Endpoint
 from gateway.compat.stepaudio_sse import asr_sse
 from gateway.config import ServeConfig
@@ -120,6 +120,8 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         WebSocketRoute("/v1/listen", listen),
+        WebSocketRoute("/v1/realtime", realtime.openai),
+        WebSocketRoute("/v1/realtime/asr/stream", realtime.stepfun),
         Route("/v1/tokens", tokens, methods=["POST"]),
         Route("/v1/audio/asr/sse", Endpoint(asr_sse), methods=["POST"]),
         Route("/v1/audio/transcriptions", Endpoint(openai_audio.transcriptions), methods=["POST"]),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -52,6 +52,8 @@ class Endpoint:
             await e.response()(scope, receive, send)
         except LimitError as e:
             await JSONResponse(e.body(), status_code=e.status)(scope, receive, send)
+        except ClientDisconnect:  # gone while its body was read: nobody to answer
+            pass
 
 
 def ready_engine(gw: Gateway) -> Engine:
@@ -133,14 +135,17 @@ class Deltas:
                 yield piece, delta
 
     def usage(self) -> dict[str, Any]:
-        """Token usage as both vendors report it: audio frames and prompt tokens in, text tokens out."""
-        prompt = self.options.prompt
-        text_tokens = len(self.engine.runner.tokenizer.encode(" " + prompt.strip())) if prompt else 0
-        audio_tokens = round(self.audio_s * AUDIO_TOKENS_PER_S)
-        output = sum(len(p.transcript.result.tokens) for p in self.pieces)
-        return {"type": "tokens", "input_tokens": audio_tokens + text_tokens,
-                "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
-                "output_tokens": output, "total_tokens": audio_tokens + text_tokens + output}
+        return usage(self.engine, self.audio_s, self.options.prompt,
+                     sum(len(p.transcript.result.tokens) for p in self.pieces))
+
+
+def usage(engine: Engine, audio_s: float, prompt: str | None, output_tokens: int) -> dict[str, Any]:
+    """Token usage as the vendors report it: audio frames and prompt tokens in, text tokens out."""
+    text_tokens = len(engine.runner.tokenizer.encode(" " + prompt.strip())) if prompt else 0
+    audio_tokens = round(audio_s * AUDIO_TOKENS_PER_S)
+    return {"type": "tokens", "input_tokens": audio_tokens + text_tokens,
+            "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
+            "output_tokens": output_tokens, "total_tokens": audio_tokens + text_tokens + output_tokens}
 
 
 def event_stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

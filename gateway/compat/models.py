@@ -10,6 +10,7 @@ from pathlib import PurePath
 ALIASES = (
     "stepaudio-2.5-asr",  # StepFun SSE and realtime
     "step-asr-1.1-stream",  # StepFun's older streaming model name
+    "stepaudio-2.5-asr-stream",  # what StepFun's realtime clients name the model
     "whisper-1",  # OpenAI transcriptions and translations
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
