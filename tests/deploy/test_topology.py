@@ -78,6 +78,7 @@ class Talker:
     def __init__(self, url: str, pcm: bytes) -> None:
         self.url, self.pcm, self.pos = url, pcm, 0
         self.connections: list[list[dict]] = []  # events received, per connection
+        self.refused = 0  # connections refused with stream_busy
 
     async def connect(self, timeout: float = 60) -> tuple[ClientConnection, str]:
         """A session; retries while the stream id is still registered to a dead replica (4409)."""
@@ -89,6 +90,7 @@ class Talker:
                     self.connections.append([first])
                     return ws, upstream(ws.response.headers)
                 assert first["code"] == "stream_busy", first
+                self.refused += 1
                 await ws.close()
                 await asyncio.sleep(0.5)
 
@@ -204,6 +206,7 @@ def test_a_replica_dies_mid_stream_and_nothing_is_lost(topology, victim: str):
         assert talker.connections[0] == watched  # the talker's session never noticed
     else:
         first, second = talker.connections
+        assert talker.refused > 0  # the crashed session's id stayed registered for a while, then was free
         assert first[-1]["type"] != "session.ended" and first == watched[:len(first)]  # nothing it saw is lost
         starts = [i for i, e in enumerate(watched) if e["type"] == "session.started"]
         assert len(starts) == 2 and second == watched[starts[1]:]  # then the session on the survivor, whole
