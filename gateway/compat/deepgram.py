@@ -308,7 +308,10 @@ class Connection:
                     return await _close(self.ws, 1011, "NET-0001")
                 if msg["type"] == "websocket.disconnect":
                     self.client_gone = True
-                    await (self.session.close() if msg.get("code") == 1012 or self.gw.draining else self.session.abort())
+                    if msg.get("code") == 1012 or self.gw.draining:  # server shutdown: finish for the viewers
+                        await self.session.close()
+                    else:
+                        await self.session.abort()
                     return
                 if (data := msg.get("bytes")) is not None:
                     if len(data) > limit:

@@ -144,7 +144,8 @@ def _update(current: Settings, session: dict[str, Any], dialect: Dialect, served
                 changes["language"] = iso_language(t["language"] and _typed(t, "language", str, p))
             except ValueError as e:
                 raise Invalid(str(e), f"{p}.language") from None
-        words = [w for key in ("hotwords", "keywords") if key in t for w in _typed(t, key, list, p) if isinstance(w, str)]
+        words = [w for key in ("hotwords", "keywords") if key in t
+                 for w in _typed(t, key, list, p) if isinstance(w, str)]
         if "prompt" in t or words:
             prompt = (t.get("prompt") and _typed(t, "prompt", str, p)) or ""
             changes["prompt"] = ", ".join(filter(None, [prompt, ", ".join(words)])) or None

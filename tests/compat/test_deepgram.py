@@ -18,7 +18,7 @@ from deepgram.environment import DeepgramClientEnvironment
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bench.scoring import SPEECH, error_rate
+from bench.scoring import SPEECH, clips, error_rate
 from tests.gateway.servers import Server, get, jfk_pcm, receive_all, serving
 
 with warnings.catch_warnings():  # the SDK imports websockets' deprecated InvalidStatusCode alias: its own business
@@ -28,10 +28,9 @@ with warnings.catch_warnings():  # the SDK imports websockets' deprecated Invali
 pytestmark = pytest.mark.timeout(300)
 KEY = "deepgram-test-key"
 AUTH = {"Authorization": f"Token {KEY}"}  # Deepgram's scheme
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LIBRI = SPEECH / "librispeech-1995-1837-0001.wav"
-LIBRI_TEXT = ("IT WAS THE FIRST GREAT SORROW OF HIS LIFE IT WAS NOT SO MUCH THE LOSS OF THE COTTON ITSELF BUT THE FANTASY "
-              "THE HOPES THE DREAMS BUILT AROUND IT")
+REFERENCE = {c.path.name: c.reference for c in clips()}
+JFK_TEXT, LIBRI_TEXT = REFERENCE["jfk.wav"], REFERENCE[LIBRI.name]
 
 
 @pytest.fixture(scope="module")
