@@ -80,3 +80,22 @@ def test_truncated_mp3(tmp_path, speech):
     (tmp_path / "cut.mp3").write_bytes(data[: len(data) // 3])
     with pytest.raises(AudioError, match="not a readable audio file"):  # a cut upload is an error, not half a transcript
         decode_file(tmp_path / "cut.mp3")
+
+
+@pytest.mark.parametrize("ext,codec,rate", [("mp3", "libmp3lame", 44100), ("webm", "libopus", 48000)])
+def test_a_file_cut_at_a_frame_boundary_is_truncated_not_short(tmp_path, speech, ext, codec, rate):
+    path = tmp_path / f"clip.{ext}"
+    encode(path, decode_file(speech[0].path), codec, rate)
+    data = path.read_bytes()
+    with pytest.raises(AudioError, match="truncated: the file declares 11.0 s"):  # its header says how long it was
+        decode_file(data[: len(data) // 2])
+
+
+def test_decoding_stops_at_the_duration_limit(speech):
+    from gateway.media import TooLong
+
+    assert len(decode_file(speech[0].path, max_s=11.5)) == 11 * 16000
+    with pytest.raises(TooLong, match="longer than the 5 s limit"):
+        decode_file(speech[0].path, max_s=5)
+    with pytest.raises(TooLong):
+        decode_pcm(bytes(2 * 16000 * 6), max_s=5)
