@@ -27,6 +27,7 @@ from gateway.config import ServeConfig
 from gateway.ingest import listen
 from gateway.limits import BodyLimitMiddleware, StreamLimits
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
+from gateway.pages import routes as page_routes
 from gateway.sse import events
 from gateway.state import Gateway
 from gateway.subtitles import subtitles
@@ -132,6 +133,7 @@ def create_app(config: ServeConfig) -> Starlette:
         WebSocketRoute("/v1/streams/{stream}/captions", captions),
         Route("/v1/streams/{stream}/events", events),
         Route("/v1/streams/{stream}/captions.{fmt}", subtitles),
+        *page_routes(),
     ])
     app.state.config, app.state.auth = config, auth
     return app

@@ -33,8 +33,8 @@ def free_port() -> int:
 class Server:
     """`livecaptions serve` on a free port, CPU int8 base model."""
 
-    def __init__(self, log: Path, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, log: Path, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()  # a port again: the same server restarted, as clients see it
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen([LIVECAPTIONS, "serve", "--port", str(self.port), "--model", "base", "--device", "cpu",

@@ -1,0 +1,41 @@
+"""The web pages (web/): `/` live captions from the microphone or a file, `/overlay` for an OBS browser source,
+`/watch` a viewer's full transcript, and their static assets under `/static`.
+
+Plain HTML, ES modules and CSS served as files: no build step, no templating. The pages are public (auth.py RULES);
+what they fetch (the ingest socket, SSE) carries a token when the server has API keys."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+PAGES = {"/": "index.html", "/overlay": "overlay.html", "/watch": "watch.html"}
+# Pages are tiny and change with the server: revalidate each load (ETag), so an upgrade never mixes old and new.
+NO_STALE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
+def _page(name: str):  # type: ignore[no-untyped-def]
+    path = WEB / name
+
+    async def page(request: Request) -> Response:
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers=NO_STALE)
+
+    return page
+
+
+class _Static(StaticFiles):
+    """StaticFiles that asks browsers to revalidate too (the asset names carry no content hash)."""
+
+    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(NO_STALE)
+        return response
+
+
+def routes() -> list[BaseRoute]:
+    return [*(Route(url, _page(name), methods=["GET", "HEAD"]) for url, name in PAGES.items()),
+            Mount("/static", _Static(directory=WEB / "static"), name="static")]

@@ -1,0 +1,80 @@
+"""The live page with a fake microphone playing JFK: captions with the right words, the overlay and the viewer
+showing the same final lines, the WebVTT download, then the same page captioning a file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.scoring import clips, error_rate
+from tests.web.conftest import fake_mic
+
+WER_BAR = 15.0  # %, as the acceptance check: base int8 gets 2.9 on these clips offline
+TIMEOUT_MS = 90_000  # generous: the 2-core CI machine is shared
+
+
+def clip(name: str):
+    return next(c for c in clips() if c.path.name == name)
+
+
+def finals(page, testid: str = "final") -> list[str]:
+    return [t.strip() for t in page.locator(f"[data-testid={testid}]").all_inner_texts()]
+
+
+def test_live_page_overlay_and_viewer(server, launch, shots, tmp_path: Path) -> None:
+    jfk = clip("jfk.wav")
+    browser = launch(*fake_mic(jfk.path))
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.http + "/")
+    overlay_url = page.locator("[data-testid=overlay-url]").input_value()
+    assert "stream=" in overlay_url and overlay_url.startswith(server.http + "/overlay?")
+    # Open before any audio (the overlay replays history, so either order works): lines=10 keeps every line.
+    overlay = browser.new_page(viewport={"width": 1280, "height": 360})
+    overlay.goto(overlay_url + "&lines=10&size=36")
+
+    page.click("[data-testid=start]")
+    page.wait_for_selector("[data-testid=partial]", timeout=TIMEOUT_MS)  # previews come before the final
+    page.wait_for_selector("[data-testid=final]", timeout=TIMEOUT_MS)
+    live = finals(page)
+    assert error_rate([(jfk.reference, " ".join(live))], "en") <= WER_BAR, live
+    assert page.locator("[data-testid=status]").get_attribute("data-state") == "live"
+    assert "behind" in page.locator("#lag").inner_text()  # the latency indicator runs
+
+    overlay.wait_for_function("n => document.querySelectorAll('[data-testid=overlay-line]').length >= n",
+                              arg=len(live), timeout=TIMEOUT_MS)
+    assert finals(overlay, "overlay-line") == live
+    assert overlay.evaluate("() => getComputedStyle(document.body).backgroundColor") == "rgba(0, 0, 0, 0)"
+    assert overlay.evaluate("() => document.documentElement.scrollHeight <= innerHeight")  # no scrollbars
+
+    page.click("[data-testid=stop]")
+    page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'closed'",
+                           timeout=TIMEOUT_MS)
+    live = finals(page)  # Stop delivers any final still pending
+    shots(page, "live-page")
+    shots(overlay, "overlay", omit_background=True)
+
+    viewer = browser.new_page(viewport={"width": 800, "height": 600})
+    viewer.goto(server.http + "/watch?" + overlay_url.split("?", 1)[1])
+    viewer.wait_for_function("n => document.querySelectorAll('[data-testid=final]').length >= n", arg=len(live),
+                             timeout=TIMEOUT_MS)
+    assert finals(viewer) == live
+
+    with page.expect_download() as download:
+        page.click("[data-testid=download]")
+    vtt = Path(download.value.path()).read_text()
+    assert vtt.startswith("WEBVTT") and all(line in vtt for line in live) and "-->" in vtt
+    assert not errors
+
+
+def test_upload_captions_a_file(server, launch, shots) -> None:
+    book = clip("librispeech-1995-1837-0001.wav")
+    page = launch().new_page(viewport={"width": 1100, "height": 800})
+    page.goto(server.http + "/")
+    page.set_input_files("[data-testid=upload]", str(book.path))
+    page.wait_for_selector("[data-testid=final]", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'closed'",
+                           timeout=TIMEOUT_MS)  # the whole file sent, every final in, the session closed
+    text = " ".join(finals(page))
+    assert error_rate([(book.reference, text)], "en") <= WER_BAR, text
+    assert page.locator("[data-testid=start]").is_enabled()
+    shots(page, "upload")
