@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from engine.model import CrossKV, Whisper
+from engine.model import CrossKV, KVCache, Whisper
 from engine.quant import Int8Linear
 from engine.mtp import DRAFT_SOURCES, AudioKV, MTPDrafter, MTPHeads, previous_drafts
 from engine.tokenizer import Tokenizer
@@ -63,7 +63,7 @@ class DecodeResult:
 
 @dataclass
 class _Row:
-    index: int  # position in the caller's batch
+    key: object  # the caller's name for this segment
     opts: DecodeOptions
     prefix: list[int]  # prompt tokens up to and including <|startoftranscript|>
     language: str | None
@@ -81,8 +81,34 @@ class _Row:
         return self.opts.max_new_tokens
 
 
+@dataclass
+class Batch:
+    """Segments decoding together, in cache order: the rows, their self- and cross-attention caches, and the
+    final hidden state of each row's last accepted token (what the MTP heads draft from)."""
+
+    rows: list[_Row]
+    cache: KVCache
+    cross: CrossKV
+    last_hidden: Tensor  # (B, D)
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep, dtype=torch.long, device=self.last_hidden.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.cache.select(idx)
+        self.cross.select(idx)
+        self.last_hidden = self.last_hidden[idx]
+
+    def extend(self, other: Batch) -> None:
+        """`other`'s rows join this batch (after ours)."""
+        self.rows += other.rows
+        self.cache.extend(other.cache)
+        self.cross.extend(other.cross)
+        self.last_hidden = torch.cat([self.last_hidden, other.last_hidden])
+
+
 class GreedyDecoder:
-    """Decodes a batch of segments whose cross-attention keys/values are computed."""
+    """Decodes segments whose cross-attention keys/values are computed: `decode` a fixed batch, or `prefill`
+    segments into a Batch and `step` it, letting new segments join between steps."""
 
     def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...],
                  heads: MTPHeads | None = None, n_drafts: int | None = None):
@@ -104,13 +130,20 @@ class GreedyDecoder:
     @torch.inference_mode()
     def decode(self, cross: CrossKV, options: list[DecodeOptions]) -> list[DecodeResult]:
         """cross: the batch's encoder keys/values (B rows, consumed); options: one per row."""
-        tok, dec = self.tok, self.model.decoder
-        rows = [self._row(i, o) for i, o in enumerate(options)]
-        cache = self.model.new_cache(len(rows))
-        live = list(range(len(rows)))  # rows still decoding, in cache order
+        batch = self.prefill(cross, options, list(range(len(options))))
+        done = dict(self.step(batch, draft=False))  # rows that ended at their first token
+        while batch.rows:
+            done.update(self.step(batch))
+        return [done[i] for i in range(len(options))]
 
-        # Prefill. With every language known, one forward over [prompt, sot, lang, task, notimestamps];
-        # otherwise first [prompt, sot] to read the language, then the rest.
+    @torch.inference_mode()
+    def prefill(self, cross: CrossKV, options: list[DecodeOptions], keys: list[object]) -> Batch:
+        """Start decoding segments (cross: their encoder keys/values, consumed) -> a Batch whose rows carry `keys`
+        and hold their first token. Prefill runs the prompt: with every language known, one forward over
+        [prompt, sot, lang, task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
+        tok, dec = self.tok, self.model.decoder
+        rows = [self._row(k, o) for k, o in zip(keys, options)]
+        cache = self.model.new_cache(len(rows))
         detect = any(r.language is None for r in rows) and tok.multilingual
         first = [r.prefix if detect else r.prefix + tok.sot_sequence(r.language, r.opts.task) for r in rows]
         hidden, lengths = self._forward(cache, cross, first, rows)
@@ -127,37 +160,36 @@ class GreedyDecoder:
                     r.language, r.language_prob = tok.language_of(int(self.lang_ids[b])), lp[b]
             hidden, lengths = self._forward(cache, cross, [tok.sot_sequence(r.language, r.opts.task) for r in rows], rows)
         last_hidden = hidden[torch.arange(len(rows)), lengths - 1]
-        pending = self._greedy(last_hidden[:, None], [[] for _ in rows], rows)  # (per row) the first token
-        for r, p in zip(rows, pending):
+        for r, p in zip(rows, self._greedy(last_hidden[:, None], [[] for _ in rows], rows)):
             self._accept(r, p)
+        return Batch(rows, cache, cross, last_hidden)
 
-        # Step loop: feed each live row its last token plus drafts, keep what greedy agrees with.
-        while True:
-            keep = [i for i, ri in enumerate(live) if not rows[ri].done]
-            if not keep:
-                break
-            if len(keep) < len(live):
-                idx = torch.tensor(keep, device=self.device)
-                cache.select(idx)
-                cross.select(idx)
-                last_hidden = last_hidden[idx]
-                live = [live[i] for i in keep]
-            active = [rows[i] for i in live]
-            drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(active, self._drafts(active, last_hidden, cross))]
-            start = cache.lengths.clone()
-            hidden, lengths = self._forward(cache, cross, [[r.out[-1]] + d for r, d in zip(active, drafts)], active)
-            choices = self._greedy(hidden, drafts, active)
-            accepted = []
-            for r, d, c in zip(active, drafts, choices):
-                m = 0
-                while m < len(d) and d[m] == c[m][0]:
-                    m += 1
-                accepted.append(m)
-                self._accept(r, c[: m + 1])
-            acc = torch.tensor(accepted, device=self.device)
-            cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
-            last_hidden = hidden[torch.arange(len(active)), acc]
-        return [self._result(r) for r in rows]
+    @torch.inference_mode()
+    def step(self, batch: Batch, draft: bool = True) -> list[tuple[object, DecodeResult]]:
+        """Finished rows leave the batch (-> their (key, result)); then, if any row is left and `draft`, one
+        forward feeds each its last token plus drafts and keeps what greedy agrees with (the cache rolls back
+        past the rest). Rows may join between steps (Batch.extend): this is the continuous-batching step."""
+        finished = [(r.key, self._result(r)) for r in batch.rows if r.done]
+        if finished:
+            keep = [i for i, r in enumerate(batch.rows) if not r.done]
+            batch.select(keep)
+        if not batch.rows or not draft:
+            return finished
+        rows, cache = batch.rows, batch.cache
+        drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(rows, self._drafts(rows, batch.last_hidden, batch.cross))]
+        start = cache.lengths.clone()
+        hidden, _ = self._forward(cache, batch.cross, [[r.out[-1]] + d for r, d in zip(rows, drafts)], rows)
+        accepted = []
+        for r, d, c in zip(rows, drafts, self._greedy(hidden, drafts, rows)):
+            m = 0
+            while m < len(d) and d[m] == c[m][0]:
+                m += 1
+            accepted.append(m)
+            self._accept(r, c[: m + 1])
+        acc = torch.tensor(accepted, device=self.device)
+        cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
+        batch.last_hidden = hidden[torch.arange(len(rows)), acc]
+        return finished
 
     def _drafts(self, rows: list[_Row], hidden: Tensor, cross: CrossKV) -> list[list[int]]:
         """Each row's drafts: its previous hypothesis where one is given and still matches, else the heads'."""
@@ -170,7 +202,7 @@ class GreedyDecoder:
                 drafts[i] = d
         return drafts
 
-    def _row(self, index: int, opts: DecodeOptions) -> _Row:
+    def _row(self, key: object, opts: DecodeOptions) -> _Row:
         tok = self.tok
         prefix = [tok.sot]
         if opts.prompt:
@@ -179,7 +211,7 @@ class GreedyDecoder:
         language = opts.language if tok.multilingual else "en"
         if language is not None and language not in tok.languages:
             raise ValueError(f"unknown language {language!r}; known: {', '.join(tok.languages)}")
-        row = _Row(index, opts, prefix, language)
+        row = _Row(key, opts, prefix, language)
         room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task))
         if room < opts.max_new_tokens:
             row.opts = replace(opts, max_new_tokens=max(1, room))

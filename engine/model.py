@@ -69,6 +69,23 @@ class KVCache:
         self.values = [v[rows] for v in self.values]
         self.lengths = self.lengths[rows]
 
+    def extend(self, other: KVCache) -> None:
+        """Append `other`'s rows after ours: segments join a running batch. Only the valid prefixes are copied
+        (what lies past a row's length is stale anyway)."""
+        cap = max(self.keys[0].shape[1], other.keys[0].shape[1])
+        used = [int(c.lengths.max()) if len(c.lengths) else 0 for c in (self, other)]
+        B = len(self.lengths) + len(other.lengths)
+
+        def join(a: Tensor, b: Tensor) -> Tensor:
+            out = a.new_empty(B, cap, a.shape[2])
+            out[: len(a), : used[0]] = a[:, : used[0]]
+            out[len(a) :, : used[1]] = b[:, : used[1]]
+            return out
+
+        self.keys = [join(a, b) for a, b in zip(self.keys, other.keys)]
+        self.values = [join(a, b) for a, b in zip(self.values, other.values)]
+        self.lengths = torch.cat([self.lengths, other.lengths])
+
 
 @dataclass
 class CrossKV:
@@ -83,6 +100,18 @@ class CrossKV:
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
         self.mask = None if self.mask is None else self.mask[rows]
+
+    def extend(self, other: CrossKV) -> None:
+        """Append `other`'s rows after ours, zero-padding the shorter audio and masking the padding out."""
+        ta, tb = self.keys[0].shape[1], other.keys[0].shape[1]
+        T = max(ta, tb)
+        pad = lambda t: F.pad(t, (0, 0, 0, T - t.shape[1]))  # noqa: E731  zeros: never NaN under the mask
+        self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, other.keys)]
+        self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, other.values)]
+        if self.mask is not None or other.mask is not None or ta != tb:
+            valid = lambda c, t: (c.mask if c.mask is not None  # noqa: E731
+                                  else torch.ones(c.keys[0].shape[0], t, dtype=torch.bool, device=c.keys[0].device))
+            self.mask = torch.cat([F.pad(valid(self, ta), (0, T - ta)), F.pad(valid(other, tb), (0, T - tb))])
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None) -> Tensor:
