@@ -13,8 +13,8 @@ import torch
 
 from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
-from engine.decoding import DecodeOptions, DecodeResult, GreedyDecoder
-from engine.model import Whisper
+from engine.decoding import Batch, DecodeOptions, DecodeResult, GreedyDecoder
+from engine.model import CrossKV, Whisper
 from engine.models import resolve
 from engine.mtp import find_heads, load_heads
 from engine.quant import quantize_int8
@@ -142,15 +142,30 @@ class ModelRunner:
                 again = self._run([chunk[j] for j in retry], [chunk_opts[j] for j in retry], "full")
                 for j, r in zip(retry, again):
                     results[j] = r
-            out += [self._finish(r, o) for r, o in zip(results, chunk_opts)]
+            out += [self.finish(r, o) for r, o in zip(results, chunk_opts)]
         return out
 
     def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
-        mel, frames = self.features(audios, encoder)
-        audio, mask = self.model.encoder(mel, frames)
-        return self.decoder.decode(self.model.decoder.cross_kv(audio, mask), opts)
+        return self.decoder.decode(self._cross(audios, encoder), opts)
 
-    def _finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
+    def _cross(self, audios: list[np.ndarray], encoder: str) -> CrossKV:
+        mel, frames = self.features(audios, encoder)
+        return self.model.decoder.cross_kv(*self.model.encoder(mel, frames))
+
+    @torch.inference_mode()
+    def start(self, audios: list[np.ndarray], options: list[DecodeOptions], keys: list[object],
+              encoder: str | None = None) -> Batch:
+        """Encode segments and prefill their decoding -> a Batch to `step` (or to `extend` a running one with)."""
+        for a in audios:
+            check_segment(a)
+        return self.decoder.prefill(self._cross(audios, encoder or self.config.encoder), options, keys)
+
+    def step(self, batch: Batch) -> list[tuple[object, DecodeResult]]:
+        """One decoder step of a running batch -> the rows that finished, by key (they leave the batch)."""
+        return self.decoder.step(batch)
+
+    def finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
+        """A decode result as returned: empty text when it is silence, post-processed otherwise."""
         return Transcript("" if r.silent(opts) else self.postprocess(r.text, r.language), r)
 
     def postprocess(self, text: str, language: str) -> str:

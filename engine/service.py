@@ -3,8 +3,11 @@
     engine = Engine(ModelRunner(EngineConfig()))
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
-Each loop of the worker: schedule a batch (engine/scheduler.py decides), run it on the model runner, resolve the
-requests' futures. Cancelling the awaiting task, or `cancel_stream`, frees queued entries."""
+Continuous batching: each loop of the worker admits waiting requests (engine/scheduler.py decides which: finals
+first, partials within an audio budget), encodes and prefills them into the running decode batch, then runs one
+decoder step of the whole batch (MTP/previous drafts verified inside it) and resolves the rows that finished. So a
+final waits for at most one admission and one step, never for a whole batch of partials to finish decoding.
+Cancelling the awaiting task, or `cancel_stream`, frees queued entries."""
 from __future__ import annotations
 
 import asyncio
@@ -15,21 +18,24 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from engine.decoding import DecodeOptions
+from engine.decoding import Batch, DecodeOptions
 from engine.runner import ModelRunner, Transcript
 from engine.scheduler import Cancelled, Request, Scheduler
+
+ADMIT_BUDGET_S = 30.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
 
 
 @dataclass
 class EngineStats:
     """Counters for /metrics; read from any thread (values are replaced, never mutated in place)."""
 
-    batches: int = 0
+    batches: int = 0  # admissions: groups of requests encoded and joined to the decode batch
+    steps: int = 0  # decoder steps of the running batch
     segments: int = 0
     audio_s: float = 0.0
     busy_s: float = 0.0
     last_batch: int = 0
-    batch_sizes: list[int] = field(default_factory=list)  # recent batch sizes, newest last (bounded)
+    batch_sizes: list[int] = field(default_factory=list)  # decode batch size after each admission, newest last (bounded)
 
 
 class Engine:
@@ -91,34 +97,78 @@ class Engine:
         self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
+        batch: Batch | None = None
+        running: dict[int, _Running] = {}
+        retry: list[_Running] = []  # looped in trim mode: decoded again over the 30 s window, ahead of the queue
         while True:
             with self._wake:
-                while not len(self._scheduler) and not self._closed:
+                while not (len(self._scheduler) or running or retry or self._closed):
                     self._wake.wait()
-                if self._closed and not len(self._scheduler):
+                if self._closed and not (len(self._scheduler) or running or retry):
                     return
-                reqs, futures = [], []
-                for i, req in self._scheduler.schedule(self.runner.config.max_batch):
-                    fut = self._futures.pop(i)
-                    if fut.set_running_or_notify_cancel():  # False: its caller cancelled it while it was queued
-                        reqs.append(req)
-                        futures.append(fut)
-            if reqs:
-                self._run(reqs, futures)
+                room = self.runner.config.max_batch - len(running)
+                admitted = [] if room <= 0 else [
+                    _Running(i, req, self._futures.pop(i)) for i, req in self._scheduler.schedule(room, ADMIT_BUDGET_S)]
+            # False: its caller cancelled it while it was queued
+            admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
+            t0 = time.perf_counter()
+            for group, encoder in ((retry, "full"), (admitted, None)):
+                if group and (new := self._start(group, encoder)) is not None:
+                    running.update((a.rid, a) for a in group if a.rid in new[1])
+                    if batch is None:
+                        batch = new[0]
+                    else:
+                        batch.extend(new[0])
+            retry = []
+            if admitted:
+                self._record(admitted, len(running), time.perf_counter() - t0)
+            if batch is not None and batch.rows:
+                t0 = time.perf_counter()
+                try:
+                    finished = self.runner.step(batch)
+                except Exception as e:  # the batch is lost, not the worker: fail its rows, go on
+                    finished, batch = [], None
+                    for a in running.values():
+                        a.future.set_exception(e)
+                    running.clear()
+                for rid, result in finished:
+                    a = running.pop(rid)  # type: ignore[call-overload]
+                    if result.looped and a.encoder != "full" and self.runner.config.encoder == "trim":
+                        # Whisper falls back to sampling when a decode loops; we fall back to its 30 s window.
+                        retry.append(replace(a, encoder="full"))
+                    elif not a.future.done():
+                        a.future.set_result(self.runner.finish(result, a.request.options))
+                self.stats = replace(self.stats, steps=self.stats.steps + 1,
+                                     busy_s=self.stats.busy_s + time.perf_counter() - t0)
 
-    def _run(self, reqs: list[Request], futures: list[concurrent.futures.Future]) -> None:
-        t0 = time.perf_counter()
+    def _start(self, group: list[_Running], encoder: str | None) -> tuple[Batch, set[int]] | None:
+        """Encode and prefill `group` -> its batch and the ids in it; a request that cannot start fails alone."""
         try:
-            out = self.runner.transcribe([r.audio for r in reqs], [r.options for r in reqs])
-        except Exception as e:  # a bad batch must not kill the worker; fail each request on its own
-            if len(reqs) > 1:
-                for r, f in zip(reqs, futures):
-                    self._run([r], [f])
-                return
-            futures[0].set_exception(e)
-            return
-        for f, t in zip(futures, out):
-            f.set_result(t)
+            batch = self.runner.start([a.request.audio for a in group], [a.request.options for a in group],
+                                      [a.rid for a in group], encoder)
+            return batch, {a.rid for a in group}
+        except Exception as e:
+            if len(group) == 1:
+                group[0].future.set_exception(e)
+                return None
+            parts = [self._start([a], encoder) for a in group]
+            ok = [p for p in parts if p is not None]
+            if not ok:
+                return None
+            for b, _ in ok[1:]:
+                ok[0][0].extend(b)
+            return ok[0][0], set().union(*(ids for _, ids in ok))
+
+    def _record(self, admitted: list[_Running], size: int, seconds: float) -> None:
         s = self.stats
-        self.stats = EngineStats(s.batches + 1, s.segments + len(reqs), s.audio_s + sum(len(r.audio) for r in reqs) / 16000,
-                                 s.busy_s + time.perf_counter() - t0, len(reqs), (s.batch_sizes + [len(reqs)])[-256:])
+        self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
+                             audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / 16000,
+                             busy_s=s.busy_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
+
+
+@dataclass
+class _Running:
+    rid: int
+    request: Request
+    future: concurrent.futures.Future
+    encoder: str | None = None  # None: the configured mode; "full": a retry over the 30 s window

@@ -29,6 +29,11 @@ def test_scheduler_policy():
     batch = s.schedule(7)
     assert [r.final for _, r in batch] == [True] * 6 + [False] and batch[0][0] == f1
     assert s.cancel("s4") == [p4] and len(s) == 0
+    for i in range(4):  # 4 partials of 1 s: a 2.5 s budget takes two, a final is taken whatever the budget
+        s.add(Request(f"b{i}", a, final=False))
+    assert len(s.schedule(8, budget_s=2.5)) == 2
+    s.add(Request("big", np.zeros(16000 * 5, np.float32), final=True))
+    assert [r.final for _, r in s.schedule(8, budget_s=2.5)] == [True]
 
 
 def test_concurrent_streams_match_each_alone(runners, speech):
@@ -94,3 +99,35 @@ def test_cancel_stream_frees_its_queue(runners, speech):
         engine.close()
     assert freed >= 1 and engine.queue_depth == 0
     assert sum(type(r).__name__ == "Cancelled" for r in out) == freed
+
+
+def test_a_segment_joins_a_running_batch_and_leaves_when_done(runners, speech):
+    """Continuous batching: a short segment arriving while a long one decodes joins the running batch between
+    decoder steps, finishes first, and gets the same tokens as alone (float32, as above)."""
+    runner = runners("base", "float32")
+    long_audio, short_audio = load_clip(speech[0])[: 16000 * 30], load_clip(speech[0])[: 16000 * 3]
+    opts = DecodeOptions(language=speech[0].language)
+    alone = [runner.transcribe([a], opts)[0].result.tokens for a in (long_audio, short_audio)]
+    engine = Engine(runner)
+
+    async def main():
+        order = []
+
+        async def run(audio, name):
+            t = await engine.transcribe(audio, opts, stream=name)
+            order.append(name)
+            return t
+
+        first = asyncio.ensure_future(run(long_audio, "long"))
+        while engine.stats.steps < 3:  # the long segment is decoding
+            await asyncio.sleep(0.005)
+        second = await run(short_audio, "short")
+        return await first, second, order
+
+    try:
+        long_t, short_t, order = asyncio.run(main())
+    finally:
+        engine.close()
+    assert order == ["short", "long"]
+    assert [long_t.result.tokens, short_t.result.tokens] == alone
+    assert engine.stats.batches == 2 and engine.stats.batch_sizes[-1] == 2  # it joined: two rows after admission
