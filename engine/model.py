@@ -70,14 +70,14 @@ class KVCache:
         self.lengths = self.lengths[rows]
 
     def extend(self, other: KVCache) -> None:
-        """Append `other`'s rows after ours: segments join a running batch. Only the valid prefixes are copied
-        (what lies past a row's length is stale anyway)."""
+        """Append `other`'s rows after ours: segments join a running batch. Only the valid prefixes are copied;
+        the rest is zeros (stale entries are masked, but masked garbage could be NaN, and 0 * NaN is NaN)."""
         cap = max(self.keys[0].shape[1], other.keys[0].shape[1])
         used = [int(c.lengths.max()) if len(c.lengths) else 0 for c in (self, other)]
         B = len(self.lengths) + len(other.lengths)
 
         def join(a: Tensor, b: Tensor) -> Tensor:
-            out = a.new_empty(B, cap, a.shape[2])
+            out = a.new_zeros(B, cap, a.shape[2])
             out[: len(a), : used[0]] = a[:, : used[0]]
             out[len(a) :, : used[1]] = b[:, : used[1]]
             return out
