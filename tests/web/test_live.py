@@ -1,10 +1,12 @@
 """The live page with a fake microphone playing JFK: captions with the right words, the overlay and the viewer
-showing the same final lines, the WebVTT download, then the same page captioning a file."""
+showing the same final lines, the WebVTT download; the same page captioning a file; and reconnecting by itself
+when its server restarts mid-sentence."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.scoring import clips, error_rate
+from tests.gateway.servers import Server
 from tests.web.conftest import fake_mic
 
 WER_BAR = 15.0  # %, as the acceptance check: base int8 gets 2.9 on these clips offline
@@ -39,6 +41,7 @@ def test_live_page_overlay_and_viewer(server, launch, shots, tmp_path: Path) -> 
     assert error_rate([(jfk.reference, " ".join(live))], "en") <= WER_BAR, live
     assert page.locator("[data-testid=status]").get_attribute("data-state") == "live"
     assert "behind" in page.locator("#lag").inner_text()  # the latency indicator runs
+    shots(page, "live-page")
 
     overlay.wait_for_function("n => document.querySelectorAll('[data-testid=overlay-line]').length >= n",
                               arg=len(live), timeout=TIMEOUT_MS)
@@ -50,7 +53,6 @@ def test_live_page_overlay_and_viewer(server, launch, shots, tmp_path: Path) -> 
     page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'closed'",
                            timeout=TIMEOUT_MS)
     live = finals(page)  # Stop delivers any final still pending
-    shots(page, "live-page")
     shots(overlay, "overlay", omit_background=True)
 
     viewer = browser.new_page(viewport={"width": 800, "height": 600})
@@ -78,3 +80,33 @@ def test_upload_captions_a_file(server, launch, shots) -> None:
     assert error_rate([(book.reference, text)], "en") <= WER_BAR, text
     assert page.locator("[data-testid=start]").is_enabled()
     shots(page, "upload")
+
+
+def test_live_page_reconnects_after_a_server_restart(launch, tmp_path: Path) -> None:
+    mit = clip("mit-license-read.wav")  # 31 s: still talking when the server goes away
+    server = Server(tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        page = launch(*fake_mic(mit.path)).new_page()
+        page.goto(server.http + "/")
+        page.click("[data-testid=start]")
+        page.wait_for_selector("[data-testid=partial]", timeout=TIMEOUT_MS)
+        server.stop()  # its session closes with 1012 after publishing its finals
+        page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'reconnecting'",
+                               timeout=TIMEOUT_MS)
+        assert "Reconnecting" in page.locator("[data-testid=status]").inner_text()  # it says so
+        before = len(finals(page))
+        server = Server(tmp_path / "serve2.log", port=server.port)
+        server.wait_ready()
+        page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'live'",
+                               timeout=TIMEOUT_MS)
+        # The audio held while away goes out first, so the words of the restart window are captioned too.
+        page.wait_for_function("n => document.querySelectorAll('[data-testid=final]').length > n", arg=before,
+                               timeout=TIMEOUT_MS)
+        page.click("[data-testid=stop]")
+        page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'closed'",
+                               timeout=TIMEOUT_MS)
+        text = " ".join(finals(page))
+        assert "conditions" in text.lower() and error_rate([(mit.reference, text)], "en") <= 30, text
+    finally:
+        server.stop()
