@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.scoring import clips, error_rate
 from tests.gateway.servers import Server
 from tests.web.conftest import fake_mic
@@ -82,6 +84,7 @@ def test_upload_captions_a_file(server, launch, shots) -> None:
     shots(page, "upload")
 
 
+@pytest.mark.slow  # two model loads; the overlay restart test covers resuming in the default run
 def test_live_page_reconnects_after_a_server_restart(launch, tmp_path: Path) -> None:
     mit = clip("mit-license-read.wav")  # 31 s: still talking when the server goes away
     server = Server(tmp_path / "serve.log")
