@@ -5,7 +5,9 @@ Plain HTML, ES modules and CSS served as files: no build step, no templating. Th
 what they fetch (the ingest socket, SSE) carries a token when the server has API keys."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -18,7 +20,7 @@ PAGES = {"/": "index.html", "/overlay": "overlay.html", "/watch": "watch.html"}
 NO_STALE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
 
-def _page(name: str):  # type: ignore[no-untyped-def]
+def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
     path = WEB / name
 
     async def page(request: Request) -> Response:
@@ -30,7 +32,7 @@ def _page(name: str):  # type: ignore[no-untyped-def]
 class _Static(StaticFiles):
     """StaticFiles that asks browsers to revalidate too (the asset names carry no content hash)."""
 
-    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
         response.headers.update(NO_STALE)
         return response
