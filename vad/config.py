@@ -31,6 +31,10 @@ class SegmenterConfig:
     post_roll_ms: int = 200  # ms kept after the last voiced frame, so word tails survive
     min_speech_ms: int = 250  # ms from onset to last voiced frame below which a burst is dropped as a click
     max_segment_s: float = 20.0  # s: longer speech is force-split, keeping each piece well inside Whisper's 30 s
+    # An utterance already this long ends at a shorter pause (long_endpoint_ms): a caption line should not wait for
+    # a speaker who never pauses long, e.g. read text or audio looped with short gaps (None: endpoint_ms only).
+    long_segment_s: float | None = 10.0
+    long_endpoint_ms: int = 250
     partial_interval_ms: int = 500  # ms of new audio between PartialDue events while a segment is open
 
     def __post_init__(self) -> None:
@@ -48,10 +52,18 @@ class SegmenterConfig:
             raise ValueError("pre_roll_ms, post_roll_ms and min_speech_ms must be >= 0")
         if not self.post_roll_ms <= self.endpoint_ms:  # the post-roll must already be heard when speech ends
             raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed endpoint_ms ({self.endpoint_ms})")
+        if not self.post_roll_ms <= self.long_endpoint_ms:
+            raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed long_endpoint_ms ({self.long_endpoint_ms})")
         if self.endpoint_ms < self.frame_ms or self.partial_interval_ms < self.frame_ms:
             raise ValueError(f"endpoint_ms and partial_interval_ms must be at least one frame ({self.frame_ms} ms)")
         if self.max_segment_s * 1000 < QUIET_SEARCH_MS:  # the split point is searched in the last second
             raise ValueError(f"max_segment_s must be >= {QUIET_SEARCH_MS / 1000} s, got {self.max_segment_s}")
+
+    def endpoint_after(self, length_s: float) -> int:
+        """ms of silence that end an utterance already `length_s` seconds long."""
+        if self.long_segment_s is not None and length_s >= self.long_segment_s:
+            return min(self.endpoint_ms, self.long_endpoint_ms)
+        return self.endpoint_ms
 
     @property
     def frame_samples(self) -> int:

@@ -146,7 +146,7 @@ class Segmenter:
         if not seg.confirmed and seg.voiced_end >= seg.confirm_at:
             seg.confirmed = True
             events.append(SpeechStarted(self._index, seg.start, cfg.sample_rate))
-        if end - seg.voiced_end >= cfg.samples(cfg.endpoint_ms):
+        if end - seg.voiced_end >= cfg.samples(cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)):
             if seg.confirmed:  # post_roll_ms <= endpoint_ms, so the post-roll is already buffered
                 events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
             self._seg = None

@@ -1,6 +1,8 @@
 """The streaming segmenter on real speech: determinism, chunking, no lost audio, speech edges, edge cases."""
 import itertools
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soxr
@@ -157,7 +159,7 @@ def test_flush_ends_speech_cut_mid_word(clip):
 @pytest.mark.parametrize("name, max_s", [("librispeech-1995-1837-0001.wav", 3.0), ("mit-license-read.wav", 20.0)])
 def test_long_speech_is_split_at_the_quietest_frame(clip, name, max_s):
     pcm = clip(name)
-    config = SegmenterConfig(max_segment_s=max_s)
+    config = SegmenterConfig(max_segment_s=max_s, long_segment_s=None)  # forced splits only
     segments = ended(stream(pcm, 777, config))
     limit, frame = round(max_s * RATE), config.frame_samples
     splits = [s for s, nxt in zip(segments, segments[1:]) if nxt.start == s.end]
@@ -170,6 +172,19 @@ def test_long_speech_is_split_at_the_quietest_frame(clip, name, max_s):
     for first, *rest in _contiguous(segments):
         last = rest[-1] if rest else first
         assert np.array_equal(np.concatenate([first.audio] + [r.audio for r in rest]), pcm[first.start:last.end])
+
+
+def test_a_long_utterance_ends_at_a_shorter_pause(clip):
+    """JFK played twice with a 0.32 s gap (a looped source): under the 1250 ms endpoint the gap would not end
+    it, but 10 s into an utterance a 250 ms pause does, so the first segment is exactly the first play; JFK's
+    own pauses, all before 10 s, still do not split it."""
+    jfk = clip("jfk.wav")
+    pcm = np.concatenate([jfk, np.zeros(int(0.32 * RATE), jfk.dtype), jfk])
+    config = SegmenterConfig(endpoint_ms=1250)
+    first = ended(stream(pcm, 800, config))[0]
+    assert 0 <= first.start < 0.5 * RATE and len(jfk) <= first.end < len(jfk) + 0.32 * RATE
+    run_on = ended(stream(pcm, 800, replace(config, long_segment_s=None)))[0]  # without the rule: into the 2nd play
+    assert run_on.end > len(jfk) + 2 * RATE
 
 
 def _contiguous(segments):
