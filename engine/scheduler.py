@@ -69,16 +69,16 @@ class Scheduler:
             self.finals.pop(i, None) or self.partials.pop(i, None)
         return gone
 
-    def schedule(self, max_batch: int, budget_s: float = float("inf")) -> list[tuple[int, Request]]:
-        """Take the next requests to start: finals first (up to max_batch, whatever their length), then partials,
-        oldest first, while the audio taken stays within budget_s (the encoder runs them all before the next
-        decoder step, so the budget bounds how long a final arriving meanwhile waits)."""
+    def schedule(self, max_batch: int, budget_s: float = float("inf"), partials: bool = True) -> list[tuple[int, Request]]:
+        """Take the next requests to start: finals first (up to max_batch, whatever their length), then, if
+        `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs them all
+        before the next decoder step, so the budget bounds how long a final arriving meanwhile waits)."""
         batch: list[tuple[int, Request]] = []
         audio_s = 0.0
         while self.finals and len(batch) < max_batch:
             batch.append(self.finals.popitem(last=False))
             audio_s += len(batch[-1][1].audio) / 16000
-        while self.partials and len(batch) < max_batch:
+        while partials and self.partials and len(batch) < max_batch:
             nxt = len(next(iter(self.partials.values())).audio) / 16000
             if batch and audio_s + nxt > budget_s:
                 break

@@ -4,7 +4,7 @@
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
 Continuous batching: each loop of the worker admits waiting requests (engine/scheduler.py decides which: finals
-first, partials within an audio budget), encodes and prefills them into the running decode batch, then runs one
+first, partials within an audio budget and only while no final decodes), encodes and prefills them into the running decode batch, then runs one
 decoder step of the whole batch (MTP/previous drafts verified inside it) and resolves the rows that finished. So a
 final waits for at most one admission and one step, never for a whole batch of partials to finish decoding.
 Cancelling the awaiting task, or `cancel_stream`, frees queued entries."""
@@ -22,7 +22,7 @@ from engine.decoding import Batch, DecodeOptions
 from engine.runner import ModelRunner, Transcript
 from engine.scheduler import Cancelled, Request, Scheduler
 
-ADMIT_BUDGET_S = 30.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
+ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
 
 
 @dataclass
@@ -107,8 +107,10 @@ class Engine:
                 if self._closed and not (len(self._scheduler) or running or retry):
                     return
                 room = self.runner.config.max_batch - len(running)
-                admitted = [] if room <= 0 else [
-                    _Running(i, req, self._futures.pop(i)) for i, req in self._scheduler.schedule(room, ADMIT_BUDGET_S)]
+                # While a final decodes, no partial joins: each would slow every step of the final's decode.
+                finals_running = any(a.request.final for a in running.values())
+                admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
+                                                 self._scheduler.schedule(room, ADMIT_BUDGET_S, not finals_running)]
             # False: its caller cancelled it while it was queued
             admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
             t0 = time.perf_counter()
