@@ -80,8 +80,9 @@ def _to_simplified() -> Callable[[str, str], str]:
 
 
 def engine_transcriber(config: str, model: str, threads: int) -> Transcribe:
-    from engine.decoding import DecodeOptions
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.messages import DecodeOptions
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
 
     _, compute, encoder = config.split("-")
     cfg = EngineConfig(model=model, device="cpu", compute_type=compute, encoder=encoder, threads=threads)

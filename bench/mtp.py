@@ -22,8 +22,9 @@ import torch
 
 from bench.scoring import clips
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
-from engine.decoding import DecodeOptions
-from engine.runner import EngineConfig, ModelRunner
+from engine.messages import DecodeOptions
+from engine.runner import ModelRunner
+from engine.messages import EngineConfig
 from gateway.media import decode_file
 from gateway.offline import split
 

@@ -337,8 +337,9 @@ def score(texts: list[str], languages: list[str | None], references: list[str | 
 
 
 def ours(audios: list[np.ndarray], languages: list[str | None], args: argparse.Namespace) -> tuple[OfflineRow, list[str]]:
-    from engine.decoding import DecodeOptions
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.messages import DecodeOptions
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
     from gateway.offline import split
 
     runner = ModelRunner(EngineConfig(model=args.model, device=args.device, compute_type=args.compute_type,

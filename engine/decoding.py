@@ -14,51 +14,11 @@ from torch import Tensor
 
 from engine.model import CrossKV, KVCache, Whisper
 from engine.quant import Int8Linear
-from engine.mtp import DRAFT_SOURCES, AudioKV, MTPDrafter, MTPHeads, previous_drafts
+from engine.messages import DecodeOptions, DecodeResult
+from engine.mtp import AudioKV, MTPDrafter, MTPHeads, previous_drafts
 from engine.tokenizer import Tokenizer
 
-LANGUAGE_AUTO = None
 PREVIOUS_DRAFT_LEN = 12  # tokens of a previous hypothesis verified per forward: they are usually all right
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    language: str | None = LANGUAGE_AUTO  # ISO code, or None to detect from the language-token logits
-    task: str = "transcribe"  # or "translate" (to English)
-    prompt: str | None = None  # initial prompt: earlier text, hotwords; biases spelling and style
-    max_new_tokens: int = 224  # per-segment cap (Whisper's sample length: half the text context)
-    no_speech_threshold: float = 0.6  # with a low avg log-prob, a higher no-speech probability means "silence"
-    logprob_threshold: float = -1.0
-    repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it (0: off)
-    compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
-    drafts: str | None = "mtp"  # draft source: "mtp" (heads, when loaded), "previous", "both", None; output is the same
-    previous: tuple[int, ...] = ()  # tokens of the previous hypothesis of this audio (a partial): drafts to verify
-
-    def __post_init__(self) -> None:
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
-        if not 1 <= self.max_new_tokens <= 448:
-            raise ValueError("max_new_tokens must be in 1..448")
-        if self.drafts not in DRAFT_SOURCES:
-            raise ValueError(f"drafts must be one of {DRAFT_SOURCES}, not {self.drafts!r}")
-
-
-@dataclass(frozen=True)
-class DecodeResult:
-    tokens: tuple[int, ...]  # text tokens, without the prompt and the end-of-text token
-    text: str  # the tokens decoded, as the model wrote them
-    language: str
-    language_prob: float  # 1.0 when the language was given
-    no_speech_prob: float  # probability of <|nospeech|> at the start-of-transcript position
-    avg_logprob: float
-    compression_ratio: float  # of the text: gzip ratio, high for loops
-    looped: bool  # the repetition guard cut a loop
-    forwards: int  # decoder forward passes this segment took part in (prefill included)
-    emitted: int  # tokens the decoder produced (text tokens + end of text)
-
-    def silent(self, opts: DecodeOptions) -> bool:
-        """Whisper's rule: no speech when <|nospeech|> is likely and the text itself is improbable."""
-        return self.no_speech_prob > opts.no_speech_threshold and self.avg_logprob < opts.logprob_threshold
 
 
 @dataclass

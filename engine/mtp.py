@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from engine.model import CrossKV, LayerNorm, attention
 
-DRAFT_SOURCES = ("mtp", "previous", "both", None)
 HEADS_DIR = Path(__file__).parent / "heads"  # heads shipped with the package, one file per bundled model
 
 

@@ -4,7 +4,7 @@ Arrays in (16 kHz float32 segments of at most 30 s), text and tokens out. It dec
 when: a scheduler (or the CLI) hands it batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -13,46 +13,15 @@ import torch
 
 from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
-from engine.decoding import Batch, DecodeOptions, DecodeResult, GreedyDecoder
+from engine.decoding import Batch, GreedyDecoder
+from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
 from engine.model import CrossKV, Whisper
 from engine.models import resolve
 from engine.mtp import find_heads, load_heads
 from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
 
-DEVICES = ("auto", "cpu", "cuda")
-COMPUTE_TYPES = ("auto", "float32", "bfloat16", "float16", "int8")
-ENCODER_MODES = ("trim", "full")  # trim: encode the segment's true length; full: pad to Whisper's 30 s window
-ZH_SCRIPTS = ("simplified", "traditional", "as-is")
 MIN_SAMPLES = SAMPLE_RATE // 10  # 100 ms: shorter input holds no word
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model: str = "base"  # bundled name (base, tiny.en) or a model folder
-    device: str = "auto"  # cuda when available, else cpu
-    compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (all cores)
-    encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s measured as accurate as full on ../shared/speech (README)
-    trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
-    zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
-    max_batch: int = 16  # segments per encoder/decoder batch
-    mtp_heads: str | None = None  # MTP heads file; None: the shipped/beside-the-model heads if any; "none": no heads
-    n_drafts: int | None = None  # MTP drafts per step (default: one per head)
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),
-                              ("zh_script", ZH_SCRIPTS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.threads < 0 or self.max_batch < 1 or not 0 <= self.trim_pad_s <= 30:
-            raise ValueError("threads must be >= 0, max_batch >= 1 and trim_pad_s in 0..30")
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str  # post-processed: stripped, Chinese script converted, empty when the segment is silence
-    result: DecodeResult  # tokens and counters of the decode
 
 
 def pick_device(device: str) -> torch.device:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.decoding import DecodeOptions
+from engine.messages import DecodeOptions
 
 
 @dataclass(frozen=True, eq=False)

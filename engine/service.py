@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from engine.decoding import Batch, DecodeOptions
-from engine.runner import ModelRunner, Transcript
+from engine.decoding import Batch
+from engine.messages import DecodeOptions, Transcript
+from engine.runner import ModelRunner
 from engine.scheduler import Cancelled, Request, Scheduler
 
 ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode

@@ -23,7 +23,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_runner(args: argparse.Namespace):
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
 
     return ModelRunner(EngineConfig(**{k: getattr(args, k) for k in ENGINE_FLAGS}))
 
@@ -31,7 +32,7 @@ def make_runner(args: argparse.Namespace):
 def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.live:
         return cmd_transcribe_live(args)
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
     from gateway.media import AudioError
     from gateway.offline import transcribe_file
 
@@ -92,7 +93,7 @@ def cmd_transcribe_live(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.runner import EngineConfig
+    from engine.messages import EngineConfig
     from gateway.auth import hash_key
     from gateway.config import ServeConfig
     from gateway.serve import run

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # engine.runner pulls in torch: only the lifespan imports it for real
-    from engine.runner import EngineConfig
+    from engine.messages import EngineConfig
 
 STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # URL-path and Redis-key safe
 

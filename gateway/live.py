@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 
-from engine.service import Engine
 from gateway.playback import CHUNK_MS, paced
 from gateway.printer import Printer
 from gateway.session import CaptionSession, SessionConfig
@@ -25,6 +24,8 @@ async def play(session: CaptionSession, audio: np.ndarray, speed: float = 1.0, c
 
 async def run(runner, audio: np.ndarray, stream: str, config: SessionConfig, speed: float, printer: Printer) -> CaptionSession:
     """One file, live, through an engine of its own over `runner` -> the finished session."""
+    from engine.service import Engine  # torch: loaded with the runner, not when the gateway is imported
+
     engine = Engine(runner)
     try:
         session = CaptionSession(stream, engine, config, emit=printer)

@@ -23,8 +23,9 @@ from vad.config import SegmenterConfig
 from vad.offline import merge_segments, segment_audio
 
 if TYPE_CHECKING:  # torch: the engine is reached through the objects callers pass in
-    from engine.decoding import DecodeOptions
-    from engine.runner import ModelRunner, Transcript
+    from engine.messages import DecodeOptions
+    from engine.runner import ModelRunner
+    from engine.messages import Transcript
     from engine.service import Engine
 
 WINDOW_S = 30.0  # the engine's longest segment

@@ -24,19 +24,20 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.decoding import DecodeOptions
-from engine.runner import Transcript
+from engine.messages import DecodeOptions, Transcript
 from engine.scheduler import Cancelled, Overloaded, Superseded
-from engine.service import Engine
 from gateway import events as ev
 from gateway.media import SAMPLE_RATE
 from vad import events as vad
 from vad.config import SegmenterConfig
 from vad.segmenter import Segmenter
+
+if TYPE_CHECKING:  # the engine's service holds torch: the gateway gets one handed in, never imports it
+    from engine.service import Engine
 
 log = logging.getLogger("livecaptions.session")
 

@@ -18,7 +18,9 @@ import numpy as np
 from gateway.media import decode_file
 
 EN_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us+f2", "en-us+m3", "en-gb+f3")
-ZH_VOICES = ("cmn", "cmn+f2", "cmn+m3")
+# espeak-ng's plain "cmn" voice reads the pinyin it looks up as English letters and digits ("ni3" -> "en-ee three");
+# the pinyin voice speaks it as Mandarin.
+ZH_VOICES = ("cmn-latn-pinyin", "cmn-latn-pinyin+f2", "cmn-latn-pinyin+m3")
 DOC_MODULES = ("os", "re", "json", "collections", "itertools", "functools", "pathlib", "subprocess", "threading",
                "asyncio", "logging", "argparse", "dataclasses", "typing", "string", "textwrap", "datetime", "decimal",
                "fractions", "statistics", "random", "socket", "email", "http.client", "urllib.request", "csv", "zipfile",

@@ -35,7 +35,7 @@ def load_shard(path: Path) -> list:
 
 
 def run(args, runner) -> int:
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
     from engine.mtp import save_heads
     from engine.mtp_train import TrainConfig, teacher_forced, train_for
     from gateway.synth import utterances

@@ -15,7 +15,8 @@ def speech() -> list[Clip]:
 @pytest.fixture(scope="session")
 def runners():
     """get(model, compute_type) -> a CPU ModelRunner, built once per configuration for the whole session."""
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
 
     cache: dict[tuple, ModelRunner] = {}
 

@@ -26,7 +26,7 @@ from gateway.offline import Piece, check_signal, engine_batches, pieces, separat
 from gateway.state import Gateway
 
 if TYPE_CHECKING:  # torch: reached through gw.engine only
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
     from engine.service import Engine
 
 AUDIO_TOKENS_PER_S = 50  # Whisper's encoder: 100 mel frames per second, halved by its strided convolution
@@ -97,7 +97,7 @@ async def decode(gw: Gateway, source: bytes | BinaryIO, param: str, pcm: Pcm | N
 def decode_options(engine: Engine, language: str | None, prompt: str | None, task: str = "transcribe",
                    param: str = "language") -> DecodeOptions:
     """The engine's options for one request; a language the model does not know is a 400."""
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
 
     lang = None if language in (None, "", "auto") else language
     tokenizer = engine.runner.tokenizer

@@ -34,7 +34,7 @@ from gateway.media import PCM_DTYPES
 from gateway.state import Gateway
 
 if TYPE_CHECKING:  # torch: reached through gw.engine only
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
     from engine.service import Engine
 
 log = logging.getLogger("livecaptions.compat.stepaudio")

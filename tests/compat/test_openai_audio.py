@@ -39,7 +39,7 @@ def client(server: Server) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def jfk_text(runners) -> str:
     """The CLI's offline transcript of JFK (the same engine settings as the server's)."""
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
 
     return transcribe_file(runners(), str(JFK), DecodeOptions(language="en")).text
 

@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def offline(runners):
     """path -> the CLI's offline transcript of that file (the same engine settings as the server's)."""
-    from engine.decoding import DecodeOptions
+    from engine.messages import DecodeOptions
 
     return lambda path, language="en": transcribe_file(runners(), str(path), DecodeOptions(language=language)).text
 

@@ -11,7 +11,8 @@ import torch
 
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from engine.checkpoint import CheckpointError, ct2_names, hf_names, load_checkpoint, read_ct2_variables
-from engine.decoding import DecodeOptions, GreedyDecoder
+from engine.decoding import GreedyDecoder
+from engine.messages import DecodeOptions
 from engine.model import ModelDimensions, Whisper
 from engine.models import resolve
 from engine.tokenizer import Tokenizer
@@ -112,7 +113,8 @@ def test_hugging_face_folder_gives_the_same_tokens(tmp_path, runners, speech):
         "suppress_tokens": list(ckpt.suppress_ids), "begin_suppress_tokens": list(ckpt.suppress_ids_begin)}))
     shutil.copyfile(base / "tokenizer.json", tmp_path / "tokenizer.json")
 
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
 
     hf = ModelRunner(EngineConfig(model=str(tmp_path), compute_type="float32", device="cpu"))
     ct2 = runners("base", "float32")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.checkpoint import hf_names, load_checkpoint
-from engine.decoding import DecodeOptions
+from engine.messages import DecodeOptions
 from engine.model import ModelDimensions, Whisper
 from engine.models import resolve
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 def test_cuda_float32_matches_cpu(tmp_path):
     from safetensors.torch import save_file
 
-    from engine.runner import EngineConfig, ModelRunner
+    from engine.runner import ModelRunner
+    from engine.messages import EngineConfig
 
     d = ModelDimensions(80, 1500, 256, 4, 2, 51865, 448, 256, 4, 2)
     torch.manual_seed(0)

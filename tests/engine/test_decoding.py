@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.decoding import DecodeOptions, GreedyDecoder, _cut_loop
+from engine.decoding import GreedyDecoder, _cut_loop
+from engine.messages import DecodeOptions
 from tests.conftest import load_clip
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.decoding import DecodeOptions, GreedyDecoder
+from engine.decoding import GreedyDecoder
+from engine.messages import DecodeOptions
 from engine.mtp import MTPHeads, load_heads, previous_drafts, save_heads
 from gateway.media import decode_file
 from tests.conftest import load_clip

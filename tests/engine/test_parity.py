@@ -6,7 +6,7 @@ import pytest
 
 from bench.scoring import error_rate
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
-from engine.decoding import DecodeOptions
+from engine.messages import DecodeOptions
 from engine.models import resolve
 from tests.conftest import load_clip
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from engine.decoding import DecodeOptions
+from engine.messages import DecodeOptions
 from engine.scheduler import Overloaded, Request, Scheduler, Superseded
 from engine.service import Engine
 from tests.conftest import load_clip

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.scoring import error_rate
-from engine.decoding import DecodeOptions
+from engine.messages import DecodeOptions
 from engine.service import Engine
 from gateway import events as ev
 from gateway.live import play

@@ -1,0 +1,81 @@
+"""What goes in and out of the engine: configuration, per-segment decode options, results. No torch here, so
+the gateway can hold, build and pass these without loading the model's libraries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DRAFT_SOURCES = ("mtp", "previous", "both", None)
+LANGUAGE_AUTO = None
+
+DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+ENCODER_MODES = ("trim", "full")  # trim: encode the segment's true length; full: pad to Whisper's 30 s window
+ZH_SCRIPTS = ("simplified", "traditional", "as-is")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "base"  # bundled name (base, tiny.en) or a model folder
+    device: str = "auto"  # cuda when available, else cpu
+    compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (all cores)
+    encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s measured as accurate as full on ../shared/speech (README)
+    trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
+    zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
+    max_batch: int = 16  # segments per encoder/decoder batch
+    mtp_heads: str | None = None  # MTP heads file; None: the shipped/beside-the-model heads if any; "none": no heads
+    n_drafts: int | None = None  # MTP drafts per step (default: one per head)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),
+                              ("zh_script", ZH_SCRIPTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.threads < 0 or self.max_batch < 1 or not 0 <= self.trim_pad_s <= 30:
+            raise ValueError("threads must be >= 0, max_batch >= 1 and trim_pad_s in 0..30")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str | None = LANGUAGE_AUTO  # ISO code, or None to detect from the language-token logits
+    task: str = "transcribe"  # or "translate" (to English)
+    prompt: str | None = None  # initial prompt: earlier text, hotwords; biases spelling and style
+    max_new_tokens: int = 224  # per-segment cap (Whisper's sample length: half the text context)
+    no_speech_threshold: float = 0.6  # with a low avg log-prob, a higher no-speech probability means "silence"
+    logprob_threshold: float = -1.0
+    repeat_tokens: int = 24  # a tail that repeats one phrase over this many tokens is a loop: cut it (0: off)
+    compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
+    drafts: str | None = "mtp"  # draft source: "mtp" (heads, when loaded), "previous", "both", None; output is the same
+    previous: tuple[int, ...] = ()  # tokens of the previous hypothesis of this audio (a partial): drafts to verify
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
+        if not 1 <= self.max_new_tokens <= 448:
+            raise ValueError("max_new_tokens must be in 1..448")
+        if self.drafts not in DRAFT_SOURCES:
+            raise ValueError(f"drafts must be one of {DRAFT_SOURCES}, not {self.drafts!r}")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    tokens: tuple[int, ...]  # text tokens, without the prompt and the end-of-text token
+    text: str  # the tokens decoded, as the model wrote them
+    language: str
+    language_prob: float  # 1.0 when the language was given
+    no_speech_prob: float  # probability of <|nospeech|> at the start-of-transcript position
+    avg_logprob: float
+    compression_ratio: float  # of the text: gzip ratio, high for loops
+    looped: bool  # the repetition guard cut a loop
+    forwards: int  # decoder forward passes this segment took part in (prefill included)
+    emitted: int  # tokens the decoder produced (text tokens + end of text)
+
+    def silent(self, opts: DecodeOptions) -> bool:
+        """Whisper's rule: no speech when <|nospeech|> is likely and the text itself is improbable."""
+        return self.no_speech_prob > opts.no_speech_threshold and self.avg_logprob < opts.logprob_threshold
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # post-processed: stripped, Chinese script converted, empty when the segment is silence
+    result: DecodeResult  # tokens and counters of the decode
