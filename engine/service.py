@@ -24,6 +24,11 @@ from engine.runner import ModelRunner
 from engine.scheduler import Cancelled, Request, Scheduler
 
 ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
+# Share of the worker's time partials may take, as a token bucket: each wall second earns PARTIAL_SHARE seconds of
+# partial work (saved up to PARTIAL_BURST_S). An idle engine serves every partial; a loaded one slows partials down
+# (the scheduler keeps only each stream's newest) and the time left goes to finals, so they keep real time longer.
+PARTIAL_SHARE = 0.5
+PARTIAL_BURST_S = 1.0
 
 
 @dataclass
@@ -40,8 +45,11 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, runner: ModelRunner, max_queue: int = 64):
-        self.runner = runner
+    def __init__(self, runner: ModelRunner, max_queue: int = 64, partial_share: float = PARTIAL_SHARE):
+        if not 0 < partial_share <= 1:
+            raise ValueError(f"partial_share must be in (0, 1], not {partial_share}")
+        self.runner, self.partial_share = runner, partial_share
+        self._credit, self._credit_at = PARTIAL_BURST_S, time.perf_counter()  # partial time bucket (seconds)
         self.stats = EngineStats()
         self._scheduler = Scheduler(max_queue=max_queue)
         self._futures: dict[int, concurrent.futures.Future] = {}
@@ -110,8 +118,12 @@ class Engine:
                 room = self.runner.config.max_batch - len(running)
                 # While a final decodes, no partial joins: each would slow every step of the final's decode.
                 finals_running = any(a.request.final for a in running.values())
+                partials = not finals_running and self._partial_credit() > 0
                 admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
-                                                 self._scheduler.schedule(room, ADMIT_BUDGET_S, not finals_running)]
+                                                 self._scheduler.schedule(room, ADMIT_BUDGET_S, partials)]
+                if not (admitted or running or retry):  # only partials wait, and they are out of credit
+                    self._wake.wait(timeout=max(0.005, -self._credit / self.partial_share))
+                    continue
             # False: its caller cancelled it while it was queued
             admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
             t0 = time.perf_counter()
@@ -124,8 +136,12 @@ class Engine:
                         batch.extend(new[0])
             retry = []
             if admitted:
-                self._record(admitted, len(running), time.perf_counter() - t0)
+                spent = time.perf_counter() - t0
+                self._record(admitted, len(running), spent)
+                if not any(a.request.final for a in admitted):
+                    self._credit -= spent
             if batch is not None and batch.rows:
+                partials_only = not any(a.request.final for a in running.values())
                 t0 = time.perf_counter()
                 try:
                     finished = self.runner.step(batch)
@@ -141,8 +157,17 @@ class Engine:
                         retry.append(replace(a, encoder="full"))
                     elif not a.future.done():
                         a.future.set_result(self.runner.finish(result, a.request.options))
-                self.stats = replace(self.stats, steps=self.stats.steps + 1,
-                                     busy_s=self.stats.busy_s + time.perf_counter() - t0)
+                spent = time.perf_counter() - t0
+                self.stats = replace(self.stats, steps=self.stats.steps + 1, busy_s=self.stats.busy_s + spent)
+                if partials_only:
+                    self._credit -= spent
+
+    def _partial_credit(self) -> float:
+        """Seconds of partial work the engine may still start now (refilled by the wall clock)."""
+        now = time.perf_counter()
+        self._credit = min(PARTIAL_BURST_S, self._credit + (now - self._credit_at) * self.partial_share)
+        self._credit_at = now
+        return self._credit
 
     def _start(self, group: list[_Running], encoder: str | None) -> tuple[Batch, set[int]] | None:
         """Encode and prefill `group` -> its batch and the ids in it; a request that cannot start fails alone."""

@@ -131,3 +131,34 @@ def test_a_segment_joins_a_running_batch_and_leaves_when_done(runners, speech):
     assert order == ["short", "long"]
     assert [long_t.result.tokens, short_t.result.tokens] == alone
     assert engine.stats.batches == 2 and engine.stats.batch_sizes[-1] == 2  # it joined: two rows after admission
+
+
+def test_partials_take_at_most_their_share_of_the_worker(runners, speech):
+    """Four streams asking for partials back to back would keep the worker busy all the time; with a 25 % share
+    the engine spends about a quarter of the wall clock on them (plus the saved-up burst and one admission in
+    flight when the credit ran out) and the rest of the time is free for finals."""
+    runner = runners("base", "int8")
+    audio = load_clip(speech[0])[: 16000 * 4]
+    engine = Engine(runner, partial_share=0.25)
+    wall_s = 6.0
+
+    async def stream(name: str) -> int:
+        done, end = 0, asyncio.get_running_loop().time() + wall_s
+        while asyncio.get_running_loop().time() < end:
+            await engine.transcribe(audio, DecodeOptions(language="en"), stream=name, final=False)
+            done += 1
+        return done
+
+    async def main():
+        t0 = asyncio.get_running_loop().time()
+        served = await asyncio.gather(*[stream(f"s{i}") for i in range(4)])
+        return served, asyncio.get_running_loop().time() - t0
+
+    try:
+        served, elapsed = asyncio.run(main())
+    finally:
+        engine.close()
+    assert all(n >= 1 for n in served)
+    assert engine.stats.busy_s <= 0.25 * elapsed + 2.5, (engine.stats.busy_s, elapsed, served)
+    with pytest.raises(ValueError):
+        Engine(runner, partial_share=0)
