@@ -133,6 +133,21 @@ class Error:
 
 
 @dataclass(frozen=True)
+class SessionConfigured:
+    """A `config` control message took effect: decodes requested from now on use these settings."""
+
+    type: ClassVar[str] = "session.configured"
+    stream: str
+    seq: int
+    language: str  # ISO code, or "auto"
+    prompt: str | None
+    partials: bool
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     """The last event of a stream: every final has been delivered."""
 
@@ -145,9 +160,10 @@ class SessionEnded:
         _check_common(self)
 
 
-Event = SessionStarted | SpeechStarted | CaptionPartial | CaptionFinal | SpeechStopped | Error | SessionEnded
+Event = (SessionStarted | SpeechStarted | CaptionPartial | CaptionFinal | SpeechStopped | Error | SessionConfigured
+         | SessionEnded)
 EVENT_TYPES: dict[str, type] = {cls.type: cls for cls in (SessionStarted, SpeechStarted, CaptionPartial, CaptionFinal,
-                                                          SpeechStopped, Error, SessionEnded)}
+                                                          SpeechStopped, Error, SessionConfigured, SessionEnded)}
 
 
 def to_json(event: Event) -> dict[str, Any]:

@@ -271,11 +271,39 @@ async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
     elif kind == "keepalive":
         pass  # receiving it already reset the idle timer
     elif kind == "config":
-        # Language and partials are fixed per session (its decode options are built once); say so, go on.
-        await outbox.error("config_unsupported", "config cannot change a live session; reconnect with new query parameters")
+        # From the next decode on; the VAD's endpoint is fixed per connection (its segmenter is mid-utterance).
+        try:
+            changes, unknown = _config_changes(msg)
+            if unknown:
+                raise ValueError(f"config can change language, prompt and partials, not {', '.join(sorted(unknown))}")
+            config = session.reconfigure(**changes)
+        except (ValueError, TypeError) as e:
+            await outbox.error("config_invalid", str(e)[:300])
+        else:
+            await outbox.emit(ev.SessionConfigured(stream=outbox.stream, seq=0, language=config.language or "auto",
+                                                   prompt=config.prompt, partials=config.partials))
     else:
         raise _End(1008, f"unknown control type {kind!r}; known: flush, close, keepalive, config")
     return False
+
+
+def _config_changes(msg: dict) -> tuple[dict, set[str]]:
+    """A config message -> (CaptionSession.reconfigure keywords, keys it does not know)."""
+    changes: dict[str, Any] = {}
+    if "language" in msg:
+        lang = msg["language"]
+        if not isinstance(lang, str) or not LANGUAGE.fullmatch(lang):
+            raise ValueError(f"language must be 'auto' or an ISO code such as 'en', got {lang!r}")
+        changes["language"] = None if lang == "auto" else lang
+    if "prompt" in msg:
+        if msg["prompt"] is not None and not isinstance(msg["prompt"], str):
+            raise ValueError("prompt must be a string or null")
+        changes["prompt"] = msg["prompt"] or None
+    if "partials" in msg:
+        if not isinstance(msg["partials"], bool):
+            raise ValueError("partials must be true or false")
+        changes["partials"] = msg["partials"]
+    return changes, set(msg) - {"type", "language", "prompt", "partials"}
 
 
 async def _close(ws: WebSocket, code: int, reason: str = "") -> None:

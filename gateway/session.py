@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -212,6 +212,21 @@ class CaptionSession:
         self._segmenter = Segmenter(self.config.segmenter())
         if wait:
             await self._drain()
+
+    def reconfigure(self, *, language: str | None | object = ..., prompt: str | None | object = ...,
+                    partials: bool | object = ...) -> SessionConfig:
+        """Change the language (None: detect), prompt or partials for every decode requested from now on (the
+        utterance being spoken included; decodes already queued keep their options) -> the new config. Raises
+        ValueError, leaving the session as it was, for a value its config would refuse."""
+        changes = {k: v for k, v in (("language", language), ("prompt", prompt), ("partials", partials)) if v is not ...}
+        config = replace(self.config, **changes)  # validates
+        tokenizer = self.engine.runner.tokenizer
+        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
+            raise ValueError(f"unknown language {config.language!r}")
+        self.config, self._options = config, config.decode_options()
+        if not config.partials:
+            self._due = None
+        return config
 
     async def close(self) -> None:
         """End of stream: end the open utterance, deliver every final, then session.ended. Idempotent."""

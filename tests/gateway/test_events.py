@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from gateway.events import (EVENT_TYPES, EVENTS_VERSION, CaptionFinal, CaptionPartial, Error, SessionEnded,
-                            SessionStarted, SpeechStarted, SpeechStopped, from_json, to_json)
+from gateway.events import (EVENT_TYPES, EVENTS_VERSION, CaptionFinal, CaptionPartial, Error, SessionConfigured,
+                            SessionEnded, SessionStarted, SpeechStarted, SpeechStopped, from_json, to_json)
 
 ONE_OF_EACH = [
     SessionStarted("s1", 0, sample_rate=16000, language="auto", model="base"),
@@ -17,6 +17,7 @@ ONE_OF_EACH = [
                  no_speech_prob=0.0777, decode={"forwards": 7, "tokens": 7}),
     Error("s1", 5, code="final_failed", message="segment 1 could not be transcribed: engine is closed", segment=1),
     SessionEnded("s1", 6, end=11.0),
+    SessionConfigured("s1", 7, language="zh", prompt=None, partials=True),
 ]
 
 FIELDS = {  # the wire format: viewers, the bus history and the acceptance check read these names
@@ -28,6 +29,7 @@ FIELDS = {  # the wire format: viewers, the bus history and the acceptance check
                       "decode"],
     "error": ["type", "stream", "seq", "code", "message", "segment"],
     "session.ended": ["type", "stream", "seq", "end"],
+    "session.configured": ["type", "stream", "seq", "language", "prompt", "partials"],
 }
 
 

@@ -89,12 +89,15 @@ def test_healthy_stream_alongside_is_unaffected(results):
     assert error_rate([(REFERENCE, text)], "en") <= 10, text
 
 
-def test_flush_forces_a_final_and_config_is_refused_without_ending_the_stream(server):
+def test_flush_forces_a_final_and_config_changes_the_next_decodes(server):
     async def main() -> tuple[list[dict], int | None]:
         async with connect(f"{server.ws}/v1/listen?language=en&partials=false") as ws:
             # "And so my fellow Americans", then no silence: only the flush can end the utterance
             await stream_audio(ws, jfk_pcm()[:16000 * 2 * 3], frame_ms=20, speed=10)
-            await ws.send(json.dumps({"type": "config", "language": "de"}))
+            for bad in ({"type": "config", "language": "english"}, {"type": "config", "endpointing_ms": 300},
+                        {"type": "config", "partials": "no"}):
+                await ws.send(json.dumps(bad))
+            await ws.send(json.dumps({"type": "config", "language": "zh", "prompt": "新闻"}))
             await ws.send(json.dumps({"type": "flush"}))
             events = []
             async with asyncio.timeout(60):
@@ -107,8 +110,11 @@ def test_flush_forces_a_final_and_config_is_refused_without_ending_the_stream(se
     assert code == 1000
     kinds = [e["type"] for e in events]
     assert "caption.partial" not in kinds
-    assert [e["code"] for e in events if e["type"] == "error"] == ["config_unsupported"]
-    assert "americans" in events[kinds.index("caption.final")]["text"].lower()
+    assert [e["code"] for e in events if e["type"] == "error"] == ["config_invalid"] * 3  # each refused, none fatal
+    configured = events[kinds.index("session.configured")]
+    assert (configured["language"], configured["prompt"], configured["partials"]) == ("zh", "新闻", False)
+    final = events[kinds.index("caption.final")]
+    assert final["language"] == "zh" and kinds.index("session.configured") < kinds.index("caption.final")
     assert kinds[-1] == "session.ended"
 
 
