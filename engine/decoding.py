@@ -71,7 +71,7 @@ class GreedyDecoder:
     segments into a Batch and `step` it, letting new segments join between steps."""
 
     def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...],
-                 heads: MTPHeads | None = None, n_drafts: int | None = None):
+                 heads: MTPHeads | None = None, n_drafts: int | None = None, draft_min_prob: float = 0.0):
         self.model, self.tok = model, tokenizer
         dev = model.decoder.positional_embedding.device
         n_vocab = model.dims.n_vocab
@@ -85,7 +85,7 @@ class GreedyDecoder:
         if heads is not None:
             k = min(n_drafts or heads.n_heads, heads.n_heads)
             int8 = isinstance(model.decoder.unembed, Int8Linear)
-            self.mtp = MTPDrafter(heads, model.decoder.token_embedding, self.suppress, k, int8)
+            self.mtp = MTPDrafter(heads, model.decoder.token_embedding, self.suppress, k, int8, draft_min_prob)
 
     @torch.inference_mode()
     def decode(self, cross: CrossKV, options: list[DecodeOptions]) -> list[DecodeResult]:

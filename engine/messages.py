@@ -25,6 +25,7 @@ class EngineConfig:
     max_batch: int = 16  # segments per encoder/decoder batch
     mtp_heads: str | None = None  # MTP heads file; None: the shipped/beside-the-model heads if any; "none": no heads
     n_drafts: int | None = None  # MTP drafts per step (default: one per head)
+    draft_min_prob: float = 0.3  # a head's draft below this probability ends the row's drafts for the step
 
     def __post_init__(self) -> None:
         for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),

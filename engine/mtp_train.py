@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     holdout: float = 0.1  # share of utterances held back to report accuracy
     max_vocab: int = 8192  # head vocabulary: the most frequent tokens of the training transcripts
+    feature_weight: float = 1.0  # weight of the state regression (EAGLE): head k's state vs the model's own H_{j+k+1}
 
 
 @dataclass
@@ -96,15 +97,24 @@ class Batcher:
         return h.to(dev), w.to(dev), AudioKV(keys.to(dev), values.to(dev), mask[:, None, None, :].to(dev))
 
 
-def _losses(heads: MTPHeads, embed: Tensor, lookup: Tensor, h: Tensor, w: Tensor, audio: AudioKV) -> tuple[Tensor, Tensor]:
-    """Teacher-forced cross-entropy of every head (K,) and its top-1 [hits; counts] (2, K), over the head vocabulary;
-    lookup (V,) maps a token to its row in heads.vocab (PAD when outside)."""
-    inputs = embed[w[..., :-1].clamp(min=0)]  # (U, n, K, D): head k reads Y[j+k-1]
+def _losses(heads: MTPHeads, embed: Tensor, lookup: Tensor, h: Tensor, w: Tensor, audio: AudioKV,
+            feature_weight: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Teacher-forced loss of every head (K,) and its top-1 [hits; counts] (2, K), over the head vocabulary;
+    lookup (V,) maps a token to its row in heads.vocab (PAD when outside). The loss is the cross-entropy of the
+    head's guess plus, weighted, a smooth-L1 pull of its state towards the model's own state at that position
+    (EAGLE's feature loss: the states carry more than the argmax, and the next head starts from them)."""
+    K = heads.n_heads
+    inputs = embed[w[..., :-1].clamp(min=0)]  # (U, n, K, D): head k reads Y[j+k]
     states = heads.states(h, inputs, audio)  # (U, n, K, D)
     logits = states @ embed[heads.vocab].T  # tied unembedding, head-vocabulary rows
     targets = torch.where(w[..., 1:] == PAD, PAD, lookup[w[..., 1:].clamp(min=0)])
     loss = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=PAD, reduction="none").view(targets.shape)
     valid = targets != PAD
+    if feature_weight:
+        n = h.shape[1]
+        ahead = F.pad(h, (0, 0, 0, K))  # H_{j+k+1}; past the transcript the window is PAD anyway
+        want = torch.stack([ahead[:, k + 1 : k + 1 + n] for k in range(K)], dim=2)
+        loss = loss + feature_weight * F.smooth_l1_loss(states, want, reduction="none").mean(-1)
     per_head = (loss * valid).sum((0, 1)) / valid.sum((0, 1)).clamp(min=1)
     hits = ((logits.argmax(-1) == targets) & valid).sum((0, 1))
     return per_head, torch.stack([hits, valid.sum((0, 1))])
@@ -164,7 +174,7 @@ def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device
         heads.train()
         for i in range(0, len(perm), cfg.utterances_per_step):
             h, w, audio = batcher(perm[i : i + cfg.utterances_per_step].tolist())
-            loss = _losses(heads, embed, lookup, h, w, audio)[0].sum()
+            loss = _losses(heads, embed, lookup, h, w, audio, cfg.feature_weight)[0].sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -68,7 +68,8 @@ class ModelRunner:
         if self.heads_path is not None:
             heads, self.heads_meta = load_heads(self.heads_path, self.sha256)
             heads = heads.to(self.device, torch.float32 if self.compute_type == "int8" else self.dtype)
-        self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts)
+        self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts,
+                                     config.draft_min_prob)
         self.model_name = config.model
 
     @cached_property
