@@ -116,9 +116,9 @@ class Engine:
                 if self._closed and not (len(self._scheduler) or running or retry):
                     return
                 room = self.runner.config.max_batch - len(running)
-                # While a final decodes, no partial joins: each would slow every step of the final's decode.
+                # While a final waits or decodes, no partial joins: each would slow every step of the final's decode.
                 finals_running = any(a.request.final for a in running.values())
-                partials = not finals_running and self._partial_credit() > 0
+                partials = not (finals_running or self._scheduler.finals) and self._partial_credit() > 0
                 admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
                                                  self._scheduler.schedule(room, ADMIT_BUDGET_S, partials)]
                 if not (admitted or running or retry):  # only partials wait, and they are out of credit
