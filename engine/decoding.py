@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from engine.model import CrossKV, KVCache, Whisper
+from engine.model import CrossKV, KVCache, Whisper, compaction
 from engine.quant import Int8Linear
 from engine.messages import DecodeOptions, DecodeResult
 from engine.mtp import AudioKV, MTPDrafter, MTPHeads, previous_drafts
@@ -52,11 +52,12 @@ class Batch:
     last_hidden: Tensor  # (B, D)
 
     def select(self, keep: list[int]) -> None:
-        idx = torch.tensor(keep, dtype=torch.long, device=self.last_hidden.device)
-        self.rows = [self.rows[i] for i in keep]
-        self.cache.select(idx)
-        self.cross.select(idx)
-        self.last_hidden = self.last_hidden[idx]
+        """Only rows `keep` (ascending) stay; their order may change (engine/model.py: compaction)."""
+        order, moves = compaction(keep)
+        self.rows = [self.rows[i] for i in order]
+        self.cache.compact(moves, len(keep))
+        self.cross.compact(moves, len(keep))
+        self.last_hidden = self.last_hidden[torch.tensor(order, dtype=torch.long, device=self.last_hidden.device)]
 
     def extend(self, other: Batch) -> None:
         """`other`'s rows join this batch (after ours)."""

@@ -43,6 +43,27 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
+def compaction(keep: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Rows `keep` (ascending) of a batch stay -> (their new order, the (dst, src) row moves that make it).
+
+    Each leaving row's place inside the first len(keep) rows is filled by a staying row from past them, so only
+    those few rows are copied, instead of the whole batch's caches on every finished segment."""
+    n, stay = len(keep), set(keep)
+    moves = list(zip([i for i in range(n) if i not in stay], [i for i in keep if i >= n]))
+    order = list(range(n))
+    for dst, src in moves:
+        order[dst] = src
+    return order, moves
+
+
+def _compact(tensors: list[Tensor], moves: list[tuple[int, int]], n: int) -> list[Tensor]:
+    if moves:
+        dst, src = [d for d, _ in moves], [s for _, s in moves]
+        for t in tensors:
+            t[dst] = t[src]
+    return [t[:n] for t in tensors]
+
+
 @dataclass
 class KVCache:
     """Self-attention keys and values of every decoder layer: keys[i], values[i] are (B, capacity, D).
@@ -63,11 +84,11 @@ class KVCache:
         """Roll every row back to `lengths` (B,) positions."""
         self.lengths = torch.minimum(self.lengths, lengths)
 
-    def select(self, rows: Tensor) -> None:
-        """Keep only `rows` (indices), in that order: finished segments leave the batch."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
-        self.lengths = self.lengths[rows]
+    def compact(self, moves: list[tuple[int, int]], n: int) -> None:
+        """Finished segments leave the batch: row `src` moves into row `dst` for each move, then the first n rows
+        stay (see `compaction`)."""
+        self.keys, self.values = _compact(self.keys, moves, n), _compact(self.values, moves, n)
+        self.lengths = _compact([self.lengths], moves, n)[0]
 
     def extend(self, other: KVCache) -> None:
         """Append `other`'s rows after ours: segments join a running batch. Only the valid prefixes are copied;
@@ -96,10 +117,9 @@ class CrossKV:
     values: list[Tensor]
     mask: Tensor | None
 
-    def select(self, rows: Tensor) -> None:
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
-        self.mask = None if self.mask is None else self.mask[rows]
+    def compact(self, moves: list[tuple[int, int]], n: int) -> None:
+        self.keys, self.values = _compact(self.keys, moves, n), _compact(self.values, moves, n)
+        self.mask = None if self.mask is None else _compact([self.mask], moves, n)[0]
 
     def extend(self, other: CrossKV) -> None:
         """Append `other`'s rows after ours, zero-padding the shorter audio and masking the padding out."""
