@@ -64,6 +64,24 @@ def _compact(tensors: list[Tensor], moves: list[tuple[int, int]], n: int) -> lis
     return [t[:n] for t in tensors]
 
 
+def _append(a: Tensor, b: Tensor, used_a: int, used_b: int) -> Tensor:
+    """Rows of a (n, L, D), then those of b (k, L_b, D) -> (n + k, max(L, L_b), D); only the first used_a / used_b
+    positions of each row are copied (the rest is masked: stale but finite, or zeros). b's rows go into a's own
+    storage when it has room past a's rows (left by compactions and earlier appends), so a joining segment costs
+    a copy of itself, not of the whole batch; otherwise into a new tensor with room for more rows."""
+    (n, L, D), k = a.shape, b.shape[0]
+    if b.shape[1] <= L:
+        last = a.storage_offset() + (n + k - 1) * a.stride(0) + (L - 1) * a.stride(1) + (D - 1) * a.stride(2)
+        if last < a.untyped_storage().nbytes() // a.element_size():
+            out = a.as_strided((n + k, L, D), a.stride(), a.storage_offset())
+            out[n:, :used_b] = b[:, :used_b]
+            return out
+    out = a.new_zeros(n + k + max(4, (n + k) // 2), max(L, b.shape[1]), D)[: n + k]
+    out[:n, :used_a] = a[:, :used_a]
+    out[n:, :used_b] = b[:, :used_b]
+    return out
+
+
 @dataclass
 class KVCache:
     """Self-attention keys and values of every decoder layer: keys[i], values[i] are (B, capacity, D).
@@ -92,19 +110,10 @@ class KVCache:
 
     def extend(self, other: KVCache) -> None:
         """Append `other`'s rows after ours: segments join a running batch. Only the valid prefixes are copied;
-        the rest is zeros (stale entries are masked, but masked garbage could be NaN, and 0 * NaN is NaN)."""
-        cap = max(self.keys[0].shape[1], other.keys[0].shape[1])
+        masked entries past them are zeros or stale values, never uninitialised memory (0 * NaN is NaN)."""
         used = [int(c.lengths.max()) if len(c.lengths) else 0 for c in (self, other)]
-        B = len(self.lengths) + len(other.lengths)
-
-        def join(a: Tensor, b: Tensor) -> Tensor:
-            out = a.new_zeros(B, cap, a.shape[2])
-            out[: len(a), : used[0]] = a[:, : used[0]]
-            out[len(a) :, : used[1]] = b[:, : used[1]]
-            return out
-
-        self.keys = [join(a, b) for a, b in zip(self.keys, other.keys)]
-        self.values = [join(a, b) for a, b in zip(self.values, other.values)]
+        self.keys = [_append(a, b, *used) for a, b in zip(self.keys, other.keys)]
+        self.values = [_append(a, b, *used) for a, b in zip(self.values, other.values)]
         self.lengths = torch.cat([self.lengths, other.lengths])
 
 
@@ -122,16 +131,15 @@ class CrossKV:
         self.mask = None if self.mask is None else _compact([self.mask], moves, n)[0]
 
     def extend(self, other: CrossKV) -> None:
-        """Append `other`'s rows after ours, zero-padding the shorter audio and masking the padding out."""
+        """Append `other`'s rows after ours; the shorter audio's padding is masked out."""
         ta, tb = self.keys[0].shape[1], other.keys[0].shape[1]
         T = max(ta, tb)
-        pad = lambda t: F.pad(t, (0, 0, 0, T - t.shape[1]))  # noqa: E731  zeros: never NaN under the mask
-        self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, other.keys)]
-        self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, other.values)]
         if self.mask is not None or other.mask is not None or ta != tb:
             valid = lambda c, t: (c.mask if c.mask is not None  # noqa: E731
                                   else torch.ones(c.keys[0].shape[0], t, dtype=torch.bool, device=c.keys[0].device))
             self.mask = torch.cat([F.pad(valid(self, ta), (0, T - ta)), F.pad(valid(other, tb), (0, T - tb))])
+        self.keys = [_append(a, b, ta, tb) for a, b in zip(self.keys, other.keys)]
+        self.values = [_append(a, b, ta, tb) for a, b in zip(self.values, other.values)]
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None) -> Tensor:
