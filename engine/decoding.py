@@ -51,6 +51,7 @@ class Batch:
     cross: CrossKV
     last_hidden: Tensor  # (B, D)
 
+    @torch.inference_mode()
     def select(self, keep: list[int]) -> None:
         """Only rows `keep` (ascending) stay; their order may change (engine/model.py: compaction)."""
         order, moves = compaction(keep)
@@ -59,6 +60,7 @@ class Batch:
         self.cross.compact(moves, len(keep))
         self.last_hidden = self.last_hidden[torch.tensor(order, dtype=torch.long, device=self.last_hidden.device)]
 
+    @torch.inference_mode()  # the caches are inference tensors, written in place
     def extend(self, other: Batch) -> None:
         """`other`'s rows join this batch (after ours)."""
         self.rows += other.rows

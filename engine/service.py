@@ -130,10 +130,13 @@ class Engine:
             for group, encoder in ((retry, "full"), (admitted, None)):
                 if group and (new := self._start(group, encoder)) is not None:
                     running.update((a.rid, a) for a in group if a.rid in new[1])
-                    if batch is None:
-                        batch = new[0]
-                    else:
-                        batch.extend(new[0])
+                    try:
+                        batch = new[0] if batch is None else batch.extend(new[0]) or batch
+                    except Exception as e:  # the batch is lost, not the worker: fail its rows, go on
+                        batch = None
+                        for a in running.values():
+                            a.future.set_exception(e)
+                        running.clear()
             retry = []
             if admitted:
                 spent = time.perf_counter() - t0

@@ -83,3 +83,23 @@ def test_bad_segments_are_rejected_clearly(runners):
             runner.transcribe([bad])
     with pytest.raises(ValueError, match="unknown language"):
         runner.transcribe([np.zeros(16000, np.float32)], DecodeOptions(language="xx"))
+
+
+def test_segments_join_and_leave_one_batch_many_times(runners, speech):
+    """Continuous batching at the runner: segments leave a running batch and others join it (outside inference
+    mode, as the engine's worker does) into the cache rows the leavers freed, and each still gets the tokens it
+    gets alone."""
+    runner = runners("base", "float32")
+    lengths = [2, 8, 3, 8, 6]  # seconds: the short ones finish while the long ones decode
+    audios = [load_clip(speech[0])[: 16000 * s] for s in lengths]
+    opts = DecodeOptions(language=speech[0].language)
+    alone = [runner.transcribe([a], opts)[0].result.tokens for a in audios]
+    batch = runner.start(audios[:2], [opts] * 2, [0, 1])
+    done: dict = {}
+    for i in range(2, len(audios)):
+        while len(done) < i - 1:  # until one more row has left
+            done.update(runner.step(batch))
+        batch.extend(runner.start(audios[i : i + 1], [opts], [i]))
+    while batch.rows:
+        done.update(runner.step(batch))
+    assert [done[i].tokens for i in range(len(audios))] == alone
