@@ -103,17 +103,19 @@ class MTPDrafter:
         s = hidden.to(dtype)[:, None]  # (B, 1, D)
         audio = AudioKV(audio.keys.to(dtype), audio.values.to(dtype), audio.mask)
         tok = torch.tensor(last, device=hidden.device)[:, None]
-        drafts, sure = [], []
+        drafts = []
+        sure = torch.ones(len(last), dtype=torch.bool, device=hidden.device)  # rows whose drafts so far all pass
+        keep = torch.zeros(len(last), dtype=torch.long, device=hidden.device)  # leading drafts above min_prob
         for k in range(self.n_drafts):
             s = self.heads.step(k, s, self.embed(tok).to(dtype), audio)
             p, best = self.proj(s).float().softmax(-1).max(-1)
             tok = self.vocab[best]
             drafts.append(tok[:, 0])
-            sure.append(p[:, 0] >= self.min_prob)
-            if not torch.stack(sure, 1).all(1).any():  # every row has stopped
+            sure &= p[:, 0] >= self.min_prob
+            keep += sure
+            if not sure.any():  # every row has stopped
                 break
-        keep = torch.stack(sure, 1).int().cumprod(1).sum(1).tolist()  # leading drafts above min_prob
-        return [d[:n] for d, n in zip(torch.stack(drafts, dim=1).tolist(), keep)]
+        return [d[:n] for d, n in zip(torch.stack(drafts, dim=1).tolist(), keep.tolist())]
 
 
 def previous_drafts(out: list[int], previous: tuple[int, ...], n: int, ngram: int = 3) -> list[int]:

@@ -4,7 +4,8 @@
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
 Continuous batching: each loop of the worker admits waiting requests (engine/scheduler.py decides which: finals
-first, partials within an audio budget and only while no final decodes), encodes and prefills them into the running decode batch, then runs one
+first; partials within an audio budget, within their share of the worker's time, and only while no final waits or
+decodes), encodes and prefills them into the running decode batch, then runs one
 decoder step of the whole batch (MTP/previous drafts verified inside it) and resolves the rows that finished. So a
 final waits for at most one admission and one step, never for a whole batch of partials to finish decoding.
 Cancelling the awaiting task, or `cancel_stream`, frees queued entries."""
@@ -130,13 +131,13 @@ class Engine:
             for group, encoder in ((retry, "full"), (admitted, None)):
                 if group and (new := self._start(group, encoder)) is not None:
                     running.update((a.rid, a) for a in group if a.rid in new[1])
-                    try:
-                        batch = new[0] if batch is None else batch.extend(new[0]) or batch
-                    except Exception as e:  # the batch is lost, not the worker: fail its rows, go on
-                        batch = None
-                        for a in running.values():
-                            a.future.set_exception(e)
-                        running.clear()
+                    if batch is None:
+                        batch = new[0]
+                    else:
+                        try:
+                            batch.extend(new[0])
+                        except Exception as e:
+                            batch = _fail(running, e)
             retry = []
             if admitted:
                 spent = time.perf_counter() - t0
@@ -148,11 +149,8 @@ class Engine:
                 t0 = time.perf_counter()
                 try:
                     finished = self.runner.step(batch)
-                except Exception as e:  # the batch is lost, not the worker: fail its rows, go on
-                    finished, batch = [], None
-                    for a in running.values():
-                        a.future.set_exception(e)
-                    running.clear()
+                except Exception as e:
+                    finished, batch = [], _fail(running, e)
                 for rid, result in finished:
                     a = running.pop(rid)  # type: ignore[call-overload]
                     if result.looped and a.encoder != "full" and self.runner.config.encoder == "trim":
@@ -195,6 +193,13 @@ class Engine:
         self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
                              audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / 16000,
                              busy_s=s.busy_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
+
+
+def _fail(running: dict[int, _Running], error: Exception) -> None:
+    """The batch is lost, not the worker: fail every row in it, empty `running` -> no batch."""
+    for a in running.values():
+        a.future.set_exception(error)
+    running.clear()
 
 
 @dataclass

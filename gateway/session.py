@@ -140,10 +140,7 @@ class CaptionSession:
     """One stream's captions. Drive it from one task of one event loop (feed, flush, close in turn)."""
 
     def __init__(self, stream_id: str, engine: Engine, config: SessionConfig = SessionConfig(), *, emit: Emit) -> None:
-        tokenizer = engine.runner.tokenizer
-        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
-            raise ValueError(f"unknown language {config.language!r}; known: {', '.join(tokenizer.languages)}")
-        self.stream_id, self.engine, self.config = stream_id, engine, config
+        self.stream_id, self.engine, self.config = stream_id, engine, self._checked(config, engine)
         self.latency = {kind: Latency() for kind in (ev.CaptionPartial.type, ev.CaptionFinal.type)}
         self._emit_cb = emit
         self._options = config.decode_options()
@@ -213,16 +210,21 @@ class CaptionSession:
         if wait:
             await self._drain()
 
+    @staticmethod
+    def _checked(config: SessionConfig, engine: Engine) -> SessionConfig:
+        """`config`, if the engine's model knows its language."""
+        tokenizer = engine.runner.tokenizer
+        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
+            raise ValueError(f"unknown language {config.language!r}; known: {', '.join(tokenizer.languages)}")
+        return config
+
     def reconfigure(self, *, language: str | None | object = ..., prompt: str | None | object = ...,
                     partials: bool | object = ...) -> SessionConfig:
         """Change the language (None: detect), prompt or partials for every decode requested from now on (the
         utterance being spoken included; decodes already queued keep their options) -> the new config. Raises
         ValueError, leaving the session as it was, for a value its config would refuse."""
         changes = {k: v for k, v in (("language", language), ("prompt", prompt), ("partials", partials)) if v is not ...}
-        config = replace(self.config, **changes)  # validates
-        tokenizer = self.engine.runner.tokenizer
-        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
-            raise ValueError(f"unknown language {config.language!r}")
+        config = self._checked(replace(self.config, **changes), self.engine)  # replace validates the rest
         self.config, self._options = config, config.decode_options()
         if not config.partials:
             self._due = None
