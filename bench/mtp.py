@@ -73,9 +73,7 @@ def run_ours(runner: ModelRunner, segs, name: str, drafts: str | None, partials:
             opts = DecodeOptions(language=lang, drafts=drafts, previous=previous)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                mel, frames = runner.features([piece], runner.config.encoder)
-                enc, mask = runner.model.encoder(mel, frames)
-                cross = runner.model.decoder.cross_kv(enc, mask)
+                cross = runner.model.decoder.cross_kv(*runner.encode([piece], runner.config.encoder))
                 t1 = time.perf_counter()
                 res = runner.decoder.decode(cross, [opts])[0]
             t2 = time.perf_counter()

@@ -142,21 +142,23 @@ class CrossKV:
         self.values = [_append(a, b, ta, tb) for a, b in zip(self.values, other.values)]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None) -> Tensor:
-    """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D); mask broadcasts to (B, 1, n, L), True = attend."""
+def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
+    """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D) in q's dtype; mask broadcasts to (B, 1, n, L),
+    True = attend. Runs in `dtype` (default: the keys'); see Whisper for why float64."""
     B, n, D = q.shape
-    heads = lambda t: t.view(B, t.shape[1], n_head, D // n_head).transpose(1, 2)  # noqa: E731
+    dtype = dtype or k.dtype
+    heads = lambda t: t.to(dtype).view(B, t.shape[1], n_head, D // n_head).transpose(1, 2)  # noqa: E731
     out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
-    return out.transpose(1, 2).reshape(B, n, D)
+    return out.transpose(1, 2).reshape(B, n, D).to(q.dtype)
 
 
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm transformer block. Self-attention q/k/v are one fused projection, cross-attention k/v another
     (Whisper's key projections have no bias; checkpoints store zeros there)."""
 
-    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False, attn_dtype: torch.dtype | None = None):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.attn_dtype = n_head, attn_dtype
         self.attn_ln = LayerNorm(n_state)
         self.qkv = nn.Linear(n_state, 3 * n_state)
         self.attn_out = nn.Linear(n_state, n_state)
@@ -172,14 +174,14 @@ class ResidualAttentionBlock(nn.Module):
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
         if step is not None:  # decoder: append this step's keys/values to the cache, attend over all of it
             cache = step.cache
-            cache.keys[layer][step.rows, step.positions] = k
-            cache.values[layer][step.rows, step.positions] = v
+            cache.keys[layer][step.rows, step.positions] = k.to(cache.keys[layer].dtype)
+            cache.values[layer][step.rows, step.positions] = v.to(cache.values[layer].dtype)
             k, v = cache.keys[layer][:, : step.key_len], cache.values[layer][:, : step.key_len]
-        x = x + self.attn_out(attention(q, k, v, self.n_head, mask))
+        x = x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype))
         if step is not None:
             cross = step.cross
             q = self.cross_q(self.cross_ln(x))
-            x = x + self.cross_out(attention(q, cross.keys[layer], cross.values[layer], self.n_head, step.cross_mask))
+            x = x + self.cross_out(attention(q, cross.keys[layer], cross.values[layer], self.n_head, step.cross_mask, self.attn_dtype))
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -224,19 +226,19 @@ class AudioEncoder(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, attn_dtype: torch.dtype | None = None):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.attn_dtype = n_head, attn_dtype  # the caches are kept in attn_dtype: no cast per step
         self.token_embedding = nn.Embedding(n_vocab, n_state)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
-        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head, True, attn_dtype) for _ in range(n_layer)])
         self.ln = LayerNorm(n_state)
         self.unembed = nn.Linear(n_state, n_vocab, bias=False)  # tied to token_embedding (int8 makes its own copy)
         self.unembed.weight = self.token_embedding.weight
 
     def cross_kv(self, audio: Tensor, mask: Tensor | None) -> CrossKV:
         """Project the encoder output (B, T, D) once into every layer's cross-attention keys/values."""
-        kv = [block.cross_kv(audio).chunk(2, dim=-1) for block in self.blocks]
+        kv = [block.cross_kv(audio).to(self.attn_dtype or audio.dtype).chunk(2, dim=-1) for block in self.blocks]
         return CrossKV([k for k, _ in kv], [v for _, v in kv], mask)
 
     def forward(self, tokens: Tensor, cache: KVCache, cross: CrossKV, n_new: Tensor | None = None) -> Tensor:
@@ -264,16 +266,25 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
-    def __init__(self, dims: ModelDimensions):
+    """`attn_dtype` (None: the weights' dtype) is what the decoder's attention runs in and its caches hold.
+    float32 kernels choose their reduction order by shape, so a row's attention output changes in the last bits
+    with the number of tokens fed at once, the cache length and the other rows' audio padding, and int8
+    activation quantisation turns such bits into other tokens now and then. In float64 the differences vanish
+    when the output is rounded back to float32: draft verification and continuous batching then give every
+    segment exactly its greedy tokens alone. (The encoder stays in float32: the runner never pads a row there.)"""
+
+    def __init__(self, dims: ModelDimensions, attn_dtype: torch.dtype | None = None):
         super().__init__()
         self.dims = dims
         self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer)
-        self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer)
+        self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer,
+                                   attn_dtype)
 
     def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         d = self.dims
         ref = self.decoder.positional_embedding
-        return KVCache.empty(d.n_text_layer, batch, capacity or d.n_text_ctx + 16, d.n_text_state, ref.dtype, ref.device)
+        dtype = self.decoder.attn_dtype or ref.dtype
+        return KVCache.empty(d.n_text_layer, batch, capacity or d.n_text_ctx + 16, d.n_text_state, dtype, ref.device)
 
     @property
     def is_multilingual(self) -> bool:

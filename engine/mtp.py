@@ -101,7 +101,6 @@ class MTPDrafter:
         last-layer cross-attention keys/values."""
         dtype = self.heads.blocks[0].weight.dtype
         s = hidden.to(dtype)[:, None]  # (B, 1, D)
-        audio = AudioKV(audio.keys.to(dtype), audio.values.to(dtype), audio.mask)
         tok = torch.tensor(last, device=hidden.device)[:, None]
         drafts = []
         sure = torch.ones(len(last), dtype=torch.bool, device=hidden.device)  # rows whose drafts so far all pass

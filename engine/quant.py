@@ -44,7 +44,8 @@ class Int8Linear(nn.Module):
         y = torch.ops.quantized.linear_dynamic(xn, self._packed, True)
         shape = y.shape
         y, c, h = y.reshape(-1, shape[-1]), c.reshape(-1, 1), h.reshape(-1, 1)
-        return torch.addmm(self.bias, c, self.row_sum[None]).addcmul_(h, y).reshape(shape)
+        # elementwise, not addmm: a matmul kernel chosen by the row count could round a row differently
+        return (c * self.row_sum + self.bias).addcmul_(h, y).reshape(shape)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
@@ -49,7 +50,9 @@ class ModelRunner:
             torch.set_num_threads(config.threads)
         folder = resolve(config.model)
         ckpt = load_checkpoint(folder)
-        model = Whisper(ckpt.dims)
+        # float64 caches on the CPU: attention exact, so drafts and batching never change a token (engine/model.py)
+        exact = self.device.type == "cpu" and self.compute_type in ("int8", "float32")
+        model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None)
         model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
         del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
@@ -85,10 +88,10 @@ class ModelRunner:
         if encoder == "full":
             mels = [log_mel_spectrogram(a, n_mels, padding=N_SAMPLES)[:, :N_FRAMES] for a in audios]
             return torch.stack(mels).to(self.device, self.dtype), None
-        pad = int(self.config.trim_pad_s * SAMPLE_RATE)
-        frames = [min(N_FRAMES, max(2, n_frames(len(a) + pad))) for a in audios]
-        width = max(frames) + max(frames) % 2
+        frames = [self._frames(a) for a in audios]
+        width = max(map(_bucket, frames))
         batch = torch.zeros(len(audios), n_mels, width)
+        pad = int(self.config.trim_pad_s * SAMPLE_RATE)
         for i, (a, f) in enumerate(zip(audios, frames)):
             batch[i, :, :f] = log_mel_spectrogram(a, n_mels, padding=pad + HOP_PAD)[:, :f]
         return batch.to(self.device, self.dtype), torch.tensor(frames, device=self.device)
@@ -118,9 +121,33 @@ class ModelRunner:
     def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
         return self.decoder.decode(self._cross(audios, encoder), opts)
 
+    def _frames(self, audio: np.ndarray) -> int:
+        """Mel frames a trimmed segment encodes: its audio plus trim_pad_s of silence."""
+        return min(N_FRAMES, max(2, n_frames(len(audio) + int(self.config.trim_pad_s * SAMPLE_RATE))))
+
+    @torch.inference_mode()
+    def encode(self, audios: list[np.ndarray], encoder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Segments -> encoder output (B, T, D) and its validity mask (B, T) (None when no row is padded).
+
+        Trimmed rows are encoded in groups of one bucketed width, never padded to a longer neighbour: float32
+        kernels round differently at other shapes (and int8 amplifies it), so this keeps a segment's features,
+        and so its tokens, the same whatever else is in its batch."""
+        if encoder == "full":
+            return self.model.encoder(*self.features(audios, encoder))
+        groups: dict[int, list[int]] = {}
+        for i, a in enumerate(audios):
+            groups.setdefault(_bucket(self._frames(a)), []).append(i)
+        parts = {}
+        for idx in groups.values():
+            enc, mask = self.model.encoder(*self.features([audios[i] for i in idx], encoder))
+            parts |= {i: (e, m) for i, e, m in zip(idx, enc, mask)}
+        T = max(e.shape[0] for e, _ in parts.values())
+        enc = torch.stack([F.pad(parts[i][0], (0, 0, 0, T - parts[i][0].shape[0])) for i in range(len(audios))])
+        mask = torch.stack([F.pad(parts[i][1], (0, T - parts[i][1].shape[0])) for i in range(len(audios))])
+        return enc, mask
+
     def _cross(self, audios: list[np.ndarray], encoder: str) -> CrossKV:
-        mel, frames = self.features(audios, encoder)
-        return self.model.decoder.cross_kv(*self.model.encoder(mel, frames))
+        return self.model.decoder.cross_kv(*self.encode(audios, encoder))
 
     @torch.inference_mode()
     def start(self, audios: list[np.ndarray], options: list[DecodeOptions], keys: list[object],
@@ -151,6 +178,11 @@ class ModelRunner:
 
 
 HOP_PAD = 400  # samples of zeros after a trimmed segment: the last frames see silence, not a reflection
+BUCKET = 50  # mel frames (0.5 s): trimmed rows are encoded at their frames rounded up to this (the rest masked)
+
+
+def _bucket(frames: int) -> int:
+    return min(N_FRAMES, -(-frames // BUCKET) * BUCKET)
 
 
 def check_segment(audio: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """MTP decoding is lossless: every draft source, batched or not, yields exactly the tokens of plain greedy decoding
-(CPU, float32), on real speech and on synthesised speech; counters report what each decode cost."""
+(CPU, float32 and int8), on real speech and on synthesised speech; counters report what each decode cost."""
 from __future__ import annotations
 
+import copy
 import subprocess
 
 import numpy as np
@@ -15,11 +16,12 @@ from gateway.media import decode_file
 from tests.conftest import load_clip
 
 
-@pytest.fixture(scope="module")
-def mtp_runner(runners, tmp_path_factory):
-    """base at float32 with heads: the shipped ones when present, else random heads (drafts mostly wrong: the
-    hardest case for losslessness, since almost every step rolls the cache back)."""
-    runner = runners("base", "float32")
+@pytest.fixture(scope="module", params=["float32", "int8"])
+def mtp_runner(runners, tmp_path_factory, request):
+    """base with heads: the shipped ones when present, else random heads (drafts mostly wrong: the hardest case
+    for losslessness, since almost every step rolls the cache back). int8 is exact too: the decoder's attention
+    runs in float64, so verifying several positions at once rounds like one-token steps (engine/model.py)."""
+    runner = runners("base", request.param)
     if runner.decoder.mtp is None:
         torch.manual_seed(0)
         heads = MTPHeads(runner.model.dims.n_text_state, 4, torch.arange(2000))
@@ -28,8 +30,10 @@ def mtp_runner(runners, tmp_path_factory):
         path = tmp_path_factory.mktemp("heads") / "mtp.safetensors"
         save_heads(path, heads, runner.sha256 or "", {"note": "random, for tests"})
         loaded, _ = load_heads(path, runner.sha256)
-        runner.decoder = GreedyDecoder(runner.model, runner.tokenizer, tuple(runner.decoder.suppress.nonzero().flatten().tolist()),
-                                       (), loaded)
+        ids = lambda mask: tuple(mask.nonzero().flatten().tolist())  # noqa: E731
+        d = runner.decoder
+        runner = copy.copy(runner)  # the session's shared runner keeps its own decoder
+        runner.decoder = GreedyDecoder(runner.model, runner.tokenizer, ids(d.suppress), ids(d.suppress_begin), loaded)
     return runner
 
 
