@@ -41,6 +41,7 @@ class Scheduler:
     finals: OrderedDict[int, Request] = field(default_factory=OrderedDict)
     partials: OrderedDict[int, Request] = field(default_factory=OrderedDict)
     shed: int = 0  # partials dropped for overload, ever
+    superseded: int = 0  # partials replaced by a newer one of their stream before they ran, ever
     _ids: itertools.count = field(default_factory=itertools.count)
 
     def add(self, req: Request) -> tuple[int, list[tuple[int, Exception]]]:
@@ -53,6 +54,7 @@ class Scheduler:
         stale = [i for i, r in self.partials.items() if r.stream == req.stream]
         for i in stale:
             del self.partials[i]
+            self.superseded += 1
             dropped.append((i, Superseded(f"a newer partial of stream {req.stream!r} replaced this one")))
         self.partials[rid] = req
         if len(self.partials) + len(self.finals) > self.max_queue:

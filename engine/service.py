@@ -99,6 +99,11 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._scheduler)
 
+    @property
+    def partials_dropped(self) -> dict[str, int]:
+        """Partials never run, ever, by reason: replaced by a newer one of their stream, or shed for overload."""
+        return {"superseded": self._scheduler.superseded, "overloaded": self._scheduler.shed}
+
     def close(self, timeout: float = 60) -> None:
         """Stop taking requests, finish the queued ones (drain), stop the worker."""
         with self._wake:

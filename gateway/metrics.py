@@ -22,6 +22,11 @@ class Metrics:
             lambda: float(live_streams()))
         Gauge("livecaptions_engine_queue_depth", "Decode requests waiting for the engine", registry=r).set_function(
             lambda: float(e.queue_depth) if (e := engine()) is not None else 0.0)
+        dropped = Gauge("livecaptions_engine_partials_dropped", "Partials the engine never ran (ever), by reason: "
+                        "superseded by a newer one of their stream, or shed when the queue was full", ["reason"], registry=r)
+        for reason in ("superseded", "overloaded"):
+            dropped.labels(reason).set_function(
+                lambda reason=reason: float(e.partials_dropped[reason]) if (e := engine()) is not None else 0.0)
         self.segments = Counter("livecaptions_segments", "Caption finals published", registry=r)
         self.errors = Counter("livecaptions_errors", "Error events sent, by code", ["code"], registry=r)
         self.batch_size = Histogram("livecaptions_engine_batch_size", "Segments per engine batch",

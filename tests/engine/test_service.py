@@ -22,7 +22,7 @@ def test_scheduler_policy():
     f1, _ = s.add(Request("s2", a, final=True))
     p3, _ = s.add(Request("s3", a, final=False))
     p4, dropped = s.add(Request("s4", a, final=False))  # over the bound: the oldest partial goes
-    assert [i for i, _ in dropped] == [p2] and isinstance(dropped[0][1], Overloaded) and s.shed == 1
+    assert [i for i, _ in dropped] == [p2] and isinstance(dropped[0][1], Overloaded) and s.shed == 1 and s.superseded == 1
     for _ in range(5):
         s.add(Request("s5", a, final=True))  # finals are never shed
     assert len(s.finals) == 6
