@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -63,6 +63,15 @@ class Scheduler:
             self.shed += 1
             dropped.append((oldest, Overloaded("engine overloaded: partial shed (finals are still served)")))
         return rid, dropped
+
+    def promote(self, stream: str) -> bool:
+        """Make `stream`'s queued partial a final (it turned out to be one: the segment ended where it does)."""
+        for i, r in self.partials.items():
+            if r.stream == stream:
+                del self.partials[i]
+                self.finals[i] = replace(r, final=True)
+                return True
+        return False
 
     def cancel(self, stream: str) -> list[int]:
         """Forget every queued request of `stream` -> their ids."""

@@ -85,6 +85,13 @@ class Engine:
             fut.cancel()  # a queued request is skipped when its batch is formed
             raise
 
+    def promote(self, stream: str) -> bool:
+        """Serve `stream`'s queued partial as a final from now on -> whether one was queued."""
+        with self._wake:
+            found = self._scheduler.promote(stream)
+            self._wake.notify()
+        return found
+
     def cancel_stream(self, stream: str) -> int:
         """Drop every queued request of `stream` -> how many."""
         with self._wake:

@@ -8,7 +8,11 @@
 Events go to `emit` one at a time, in `seq` order (an `emit` that blocks holds the session back: back-pressure).
 Per segment: speech.started; caption.partial while it grows (at most one partial decode in flight per session; a
 partial that comes due meanwhile waits, and only the newest waiting one is kept); speech.stopped when the segmenter
-ends it; caption.final when its decode returns. A partial already in flight when its segment ends is still shown
+ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused, post-roll
+after the last word), the segment is decoded right away as the session's next partial, over exactly the audio its
+final will hold if the pause lasts: when the segment then ends there, that result is the final (the engine's
+output does not depend on batching or drafts, so it is the same transcript), out the moment the endpoint is heard
+instead of a decode later. A partial already in flight when its segment ends is still shown
 if it returns before the final is in (a preview while the final decodes; under load often the only one), never
 after. Finals go out in segment order whatever order the engine returns them in. A segment whose final text is
 empty (noise, breath: the engine judged it silence) gets no caption.final, only its speech.stopped. A failed final
@@ -120,6 +124,8 @@ class _Segment:
     tokens: tuple[int, ...] = ()  # the latest partial's tokens: drafts for the next decode
     text: str = ""  # the latest partial's text: `stable` is judged against it
     result: Transcript | Exception | None = None  # its final
+    # the decode of a pause: (absolute sample it ends at, options, transcript), the final if the segment ends there
+    paused: tuple[int, DecodeOptions, Transcript] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +135,7 @@ class _Due:
     segment: int
     end: float
     audio: np.ndarray
+    stop: int | None = None  # a pause: the absolute sample its audio ends at (the final's end if the pause lasts)
 
 
 def _writable(audio: np.ndarray) -> np.ndarray:
@@ -154,6 +161,7 @@ class CaptionSession:
         self._segments: dict[int, _Segment] = {}  # by id, so in segment order: those whose final is not out yet
         self._open: _Segment | None = None  # the one being spoken
         self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
+        self._partial_due: _Due | None = None  # what it decodes
         self._due: _Due | None = None
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
@@ -282,16 +290,21 @@ class CaptionSession:
                 self._next_segment = segment + 1
                 self._open = self._segments[segment] = _Segment(segment, self._seconds(e.start))
                 await self._emit(ev.SpeechStarted, segment=segment, start=self._open.start)
-            elif isinstance(e, vad.PartialDue):
-                if self.config.partials and self._open is not None and self._open.id == segment:
-                    self._due = _Due(segment, self._seconds(e.end), e.audio)
+            elif isinstance(e, (vad.PartialDue, vad.SpeechPaused)) and self._open is not None and self._open.id == segment:
+                pause = isinstance(e, vad.SpeechPaused)  # decoded even without partials: it may be the final
+                if self.config.partials or pause:
+                    self._due = _Due(segment, self._seconds(e.end), e.audio, self._offset + e.end if pause else None)
                     if self._partial is None:
                         self._start_partial()
             elif isinstance(e, vad.SpeechEnded):
                 seg = self._segments[segment]
                 seg.end, self._open, self._due = self._seconds(e.end), None, None  # its final needs no more previews
                 await self._emit(ev.SpeechStopped, segment=segment, end=seg.end)
-                self._spawn(self._final(seg, e.audio))
+                stop, pause = self._offset + e.end, None
+                if self._partial is not None and self._partial_due is not None and self._partial_due.stop == stop:
+                    pause = self._partial  # the decode of this very audio is under way: it becomes the final
+                    self.engine.promote(self.stream_id)
+                self._spawn(self._final(seg, e.audio, stop, pause, self._options))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -310,14 +323,18 @@ class CaptionSession:
     def _start_partial(self) -> None:
         due, self._due = self._due, None
         assert due is not None and self._open is not None
+        self._partial_due = due
         self._partial = self._spawn(self._run_partial(due, self._open.tokens))  # tokens of the partial before
 
     async def _run_partial(self, due: _Due, previous: tuple[int, ...]) -> None:
         try:
-            t = await self._decode_partial(due, previous)
-            if t is not None and t.text:
+            options = self._options
+            t = await self._decode_partial(due, previous, options)
+            seg = self._segments.get(due.segment)
+            if t is not None and due.stop is not None and seg is not None:
+                seg.paused = (due.stop, options, t)
+            if t is not None and t.text and self.config.partials:
                 async with self._lock:
-                    seg = self._segments.get(due.segment)
                     # Still worth showing while its final is being decoded; once the final is in, never.
                     if seg is not None and seg.result is None:
                         stable = stable_prefix(seg.text, t.text, self.config.language or t.result.language)
@@ -329,9 +346,9 @@ class CaptionSession:
         if self._due is not None and self._state != "ended":
             self._start_partial()
 
-    async def _decode_partial(self, due: _Due, previous: tuple[int, ...]) -> Transcript | None:
+    async def _decode_partial(self, due: _Due, previous: tuple[int, ...], options: DecodeOptions) -> Transcript | None:
         try:
-            return await self.engine.transcribe(_writable(due.audio), self._options, stream=self.stream_id,
+            return await self.engine.transcribe(_writable(due.audio), options, stream=self.stream_id,
                                                 final=False, previous=previous)
         except (Superseded, Overloaded, Cancelled) as e:
             log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
@@ -339,11 +356,18 @@ class CaptionSession:
             log.warning("session %s: partial of segment %d failed", self.stream_id, due.segment, exc_info=True)
         return None
 
-    async def _final(self, seg: _Segment, audio: np.ndarray) -> None:
-        # The last partial's tokens are drafts for the final too: the verified output is the same, found sooner.
+    async def _final(self, seg: _Segment, audio: np.ndarray, stop: int, pause: asyncio.Task | None,
+                     options: DecodeOptions) -> None:
+        """Decode and emit `seg`'s final (audio up to absolute sample `stop`), unless the decode of its pause
+        covered exactly that audio with these options: then that is the final (`pause`: that decode in flight)."""
+        if pause is not None:
+            await asyncio.gather(pause, return_exceptions=True)
         try:
-            seg.result = await self.engine.transcribe(_writable(audio), self._options, stream=self.stream_id,
-                                                      final=True, previous=seg.tokens)
+            if seg.paused is not None and seg.paused[:2] == (stop, options):
+                seg.result = seg.paused[2]
+            else:  # the last partial's tokens are drafts: the verified output is the same, found sooner
+                seg.result = await self.engine.transcribe(_writable(audio), options, stream=self.stream_id,
+                                                          final=True, previous=seg.tokens)
         except Exception as e:  # not CancelledError: abort() means nobody wants the final any more
             log.warning("session %s: final of segment %d failed", self.stream_id, seg.id, exc_info=True)
             seg.result = e

@@ -68,8 +68,13 @@ class PartialDue(_Span):
     """Segment `index` is still open and has grown by `partial_interval_ms`: `audio` is the segment so far."""
 
 
+class SpeechPaused(_Span):
+    """Segment `index` has been quiet for `post_roll_ms`: `audio` is exactly what its SpeechEnded will hold if no
+    speech comes before the endpoint. Decoding it now has the final ready the moment the segment ends."""
+
+
 class SpeechEnded(_Span):
     """Segment `index` is complete: `audio` is exactly `stream[start:end]`, pre- and post-roll included."""
 
 
-Event = SpeechStarted | PartialDue | SpeechEnded
+Event = SpeechStarted | PartialDue | SpeechPaused | SpeechEnded

@@ -8,6 +8,8 @@ so the events depend only on the samples, never on how they were chunked. Per la
                       previous segment's end, so no sample belongs to two segments.
   pending -> open     once its voiced frames span `min_speech_ms`: emits SpeechStarted. A pending burst that goes
                       quiet for `endpoint_ms` is dropped as a click.
+  open    -> open     `post_roll_ms` after the last voiced frame: SpeechPaused, with the audio SpeechEnded will
+                      have if the silence lasts (once per pause).
   open    -> idle     after `endpoint_ms` with no voiced run of MIN_RUN_MS: emits SpeechEnded, `post_roll_ms` after
                       the last voiced frame.
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
@@ -22,7 +24,7 @@ import numpy as np
 
 from vad.classifier import FrameClassifier
 from vad.config import INT16_SCALE, QUIET_SEARCH_MS, SegmenterConfig
-from vad.events import Event, PartialDue, SpeechEnded, SpeechStarted
+from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted
 
 INPUT_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
 ONSET_GAP_MS = 50  # ms: gaps bridged when tracing an onset back; a longer one sets off a blip before the speech
@@ -45,6 +47,7 @@ class _Segment:
     confirm_at: int  # voiced_end must reach this before SpeechStarted (the min_speech_ms click filter)
     partial_mark: int  # end of the last PartialDue, or the speech onset
     confirmed: bool = False
+    paused_at: int = -1  # voiced_end of the last SpeechPaused: one per pause
 
 
 class Segmenter:
@@ -156,6 +159,10 @@ class Segmenter:
         elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms):
             seg.partial_mark = end
             events.append(PartialDue(self._index, seg.start, end, self._audio(seg.start, end), cfg.sample_rate))
+        if self._seg is seg and seg.confirmed and seg.paused_at != seg.voiced_end \
+                and end - seg.voiced_end >= cfg.samples(cfg.post_roll_ms):
+            seg.paused_at, stop = seg.voiced_end, seg.voiced_end + cfg.samples(cfg.post_roll_ms)
+            events.append(SpeechPaused(self._index, seg.start, stop, self._audio(seg.start, stop), cfg.sample_rate))
         return events
 
     def _onset_frames(self) -> int:

@@ -34,6 +34,9 @@ def test_scheduler_policy():
     assert len(s.schedule(8, budget_s=2.5)) == 2
     s.add(Request("big", np.zeros(16000 * 5, np.float32), final=True))
     assert [r.final for _, r in s.schedule(8, budget_s=2.5)] == [True]
+    s.schedule(8)
+    p5, _ = s.add(Request("s6", a, final=False))  # a pause's decode: the segment ended there, it is the final now
+    assert s.promote("s6") and not s.promote("s6") and s.schedule(1, partials=False)[0][0] == p5
 
 
 def test_concurrent_streams_match_each_alone(runners, speech):

@@ -299,3 +299,35 @@ def test_abort_drops_pending_captions_and_ends_the_stream(engine, speech):
     asyncio.run(main())
     assert run.events[-1].type == "session.ended" and s.ended
     assert [e.seq for e in run.events] == list(range(len(run.events)))
+
+
+def test_the_decode_of_the_last_pause_is_the_final(runners, speech):
+    """Each pause is decoded when it starts (post-roll after the last word), over exactly the audio the final will
+    have if the pause lasts; at the endpoint that result is the final: no second decode, the same transcript."""
+    from vad.events import SpeechEnded, SpeechPaused
+    from vad.segmenter import Segmenter
+
+    jfk = load_clip(speech[0])
+    audio = np.concatenate([jfk, np.zeros(2 * RATE, np.float32)])
+    engine = Engine(runners("base", "int8"))
+    s, run = session(engine, SessionConfig(language="en", partials=False))  # finals only: pauses are still decoded
+
+    async def main() -> None:
+        for i in range(0, len(audio), RATE // 10):  # real time, so each pause's decode is done before the next
+            await s.feed(audio[i : i + RATE // 10])
+            await asyncio.sleep(0.1)
+        await s.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    vad_events = (segmenter := Segmenter(s.config.segmenter())).feed(audio) + segmenter.flush()
+    pauses = [e for e in vad_events if isinstance(e, SpeechPaused)]
+    (ended,) = [e for e in vad_events if isinstance(e, SpeechEnded)]
+    assert len(pauses) >= 2 and pauses[-1].end == ended.end  # JFK pauses mid-sentence too
+    assert engine.stats.segments == len(pauses)  # one decode per pause, none for the final
+    (final,) = run.of(ev.CaptionFinal)
+    assert not run.of(ev.CaptionPartial)
+    alone = runners("base", "int8").transcribe([ended.audio.astype(np.float32)], DecodeOptions(language="en"))[0]
+    assert final.text == alone.text and final.decode["tokens"] == alone.result.emitted

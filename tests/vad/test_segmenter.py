@@ -8,7 +8,7 @@ import pytest
 import soxr
 
 from vad.config import SegmenterConfig
-from vad.events import Event, PartialDue, SpeechEnded, SpeechStarted
+from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted
 from vad.segmenter import Segmenter, to_int16
 
 RATE = 16000
@@ -99,7 +99,7 @@ def test_no_lost_audio(spliced):
     for seg in segments:
         own = [e for e in events if e.index == seg.index]
         assert own[0] == SpeechStarted(seg.index, seg.start, RATE) and own[-1] is seg
-        partials = own[1:-1]
+        partials = [e for e in own[1:-1] if not isinstance(e, SpeechPaused)]
         assert all(isinstance(p, PartialDue) and p.start == seg.start for p in partials)
         assert all(np.array_equal(p.audio, pcm[p.start:p.end]) for p in partials)
         onset = seg.start + config.samples(config.pre_roll_ms)
@@ -246,3 +246,16 @@ def test_to_int16_round_trips_and_clips():
     x = np.array([-32768, -1, 0, 1, 32767], np.int16)
     assert np.array_equal(to_int16(x.astype(np.float32) / 32768), x)
     assert np.array_equal(to_int16(np.array([-2.0, 2.0], np.float32)), [-32768, 32767])
+
+
+def test_a_pause_announces_the_audio_its_segment_will_end_with(spliced):
+    """SpeechPaused comes post_roll_ms after the last voiced frame, once per pause, holding exactly stream[start:end];
+    when the silence then lasts to the endpoint, SpeechEnded has that very audio (its decode can be the final)."""
+    pcm, config = spliced.pcm, SegmenterConfig()
+    events = stream(pcm, 592, config)
+    pauses = [e for e in events if isinstance(e, SpeechPaused)]
+    assert pauses and all(np.array_equal(p.audio, pcm[p.start:p.end]) for p in pauses)
+    for seg in ended(events):
+        own = [e for e in events if e.index == seg.index and isinstance(e, SpeechPaused)]
+        assert own and len({p.end for p in own}) == len(own)  # one per pause
+        assert (own[-1].start, own[-1].end) == (seg.start, seg.end) and np.array_equal(own[-1].audio, seg.audio)
