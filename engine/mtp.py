@@ -99,8 +99,8 @@ class MTPDrafter:
     def propose(self, last: list[int], hidden: Tensor, audio: AudioKV) -> list[list[int]]:
         """last: each row's newest token (not yet fed); hidden (B, D): the state that predicted it; audio: the rows'
         last-layer cross-attention keys/values."""
-        dtype = self.heads.blocks[0].weight.dtype
-        s = hidden.to(dtype)[:, None]  # (B, 1, D)
+        dtype = hidden.dtype  # the heads run in the model's activation dtype (their linears may be int8)
+        s = hidden[:, None]  # (B, 1, D)
         tok = torch.tensor(last, device=hidden.device)[:, None]
         drafts = []
         sure = torch.ones(len(last), dtype=torch.bool, device=hidden.device)  # rows whose drafts so far all pass

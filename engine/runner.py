@@ -70,7 +70,9 @@ class ModelRunner:
         heads = None
         if self.heads_path is not None:
             heads, self.heads_meta = load_heads(self.heads_path, self.sha256)
-            heads = heads.to(self.device, torch.float32 if self.compute_type == "int8" else self.dtype)
+            heads = heads.to(self.device, self.dtype)
+            if self.compute_type == "int8":  # drafting reads the heads' weights every step: a quarter of the bytes
+                heads = quantize_int8(heads)
         self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts,
                                      config.draft_min_prob)
         self.model_name = config.model

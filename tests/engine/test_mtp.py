@@ -12,6 +12,7 @@ import torch
 from engine.decoding import GreedyDecoder
 from engine.messages import DecodeOptions
 from engine.mtp import MTPHeads, load_heads, previous_drafts, save_heads
+from engine.quant import quantize_int8
 from gateway.media import decode_file
 from tests.conftest import load_clip
 
@@ -33,6 +34,8 @@ def mtp_runner(runners, tmp_path_factory, request):
         ids = lambda mask: tuple(mask.nonzero().flatten().tolist())  # noqa: E731
         d = runner.decoder
         runner = copy.copy(runner)  # the session's shared runner keeps its own decoder
+        if request.param == "int8":
+            loaded = quantize_int8(loaded)  # as the runner loads them for int8
         runner.decoder = GreedyDecoder(runner.model, runner.tokenizer, ids(d.suppress), ids(d.suppress_begin), loaded)
     return runner
 
