@@ -106,7 +106,11 @@ class GreedyDecoder:
         [prompt, sot, lang, task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
         tok, dec = self.tok, self.model.decoder
         rows = [self._row(k, o) for k, o in zip(keys, options)]
-        cache = self.model.new_cache(len(rows))
+        # Room for the prompt, the start sequence, the row's token cap and one step's padding (a row's feed is
+        # padded to the longest in its batch: 1 + drafts), not for the whole text context: most segments allow
+        # far fewer tokens than 448, and on the CPU the cache holds float64.
+        cache = self.model.new_cache(len(rows), max(len(r.prefix) + len(tok.sot_sequence(r.language, r.opts.task))
+                                                    + r.cap for r in rows) + 1 + PREVIOUS_DRAFT_LEN)
         detect = any(r.language is None for r in rows) and tok.multilingual
         first = [r.prefix if detect else r.prefix + tok.sot_sequence(r.language, r.opts.task) for r in rows]
         hidden, lengths = self._forward(cache, cross, first, rows)
