@@ -129,7 +129,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def encode(self, audios: list[np.ndarray], encoder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Segments -> encoder output (B, T, D) and its validity mask (B, T) (None when no row is padded).
+        """Segments -> encoder output (B, T, D) and its validity mask (B, T) (None in full-window mode).
 
         Trimmed rows are encoded in groups of one bucketed width, never padded to a longer neighbour: float32
         kernels round differently at other shapes (and int8 amplifies it), so this keeps a segment's features,
