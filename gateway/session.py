@@ -9,10 +9,10 @@ Events go to `emit` one at a time, in `seq` order (an `emit` that blocks holds t
 Per segment: speech.started; caption.partial while it grows (at most one partial decode in flight per session; a
 partial that comes due meanwhile waits, and only the newest waiting one is kept); speech.stopped when the segmenter
 ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused, post-roll
-after the last word), the segment is decoded right away as the session's next partial, over exactly the audio its
-final will hold if the pause lasts: when the segment then ends there, that result is the final (the engine's
-output does not depend on batching or drafts, so it is the same transcript), out the moment the endpoint is heard
-instead of a decode later. A partial already in flight when its segment ends is still shown
+after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio its
+final will hold if the pause lasts (shown as a partial); when the segment then ends there, that result is the final
+(the engine's output does not depend on batching or drafts, so it is the same transcript), out the moment the
+endpoint is heard instead of a decode later. A partial already in flight when its segment ends is still shown
 if it returns before the final is in (a preview while the final decodes; under load often the only one), never
 after. Finals go out in segment order whatever order the engine returns them in. A segment whose final text is
 empty (noise, breath: the engine judged it silence) gets no caption.final, only its speech.stopped. A failed final
@@ -124,6 +124,7 @@ class _Segment:
     tokens: tuple[int, ...] = ()  # the latest partial's tokens: drafts for the next decode
     text: str = ""  # the latest partial's text: `stable` is judged against it
     result: Transcript | Exception | None = None  # its final
+    shown: float = 0.0  # end of the newest partial shown
     # the decode of a pause: (absolute sample it ends at, options, transcript), the final if the segment ends there
     paused: tuple[int, DecodeOptions, Transcript] | None = None
 
@@ -161,8 +162,8 @@ class CaptionSession:
         self._segments: dict[int, _Segment] = {}  # by id, so in segment order: those whose final is not out yet
         self._open: _Segment | None = None  # the one being spoken
         self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
-        self._partial_due: _Due | None = None  # what it decodes
         self._due: _Due | None = None
+        self._pause: tuple[int, asyncio.Task] | None = None  # the open segment's latest pause decode: (stop, task)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
         self._state = "new"  # new -> live -> ended
@@ -290,21 +291,24 @@ class CaptionSession:
                 self._next_segment = segment + 1
                 self._open = self._segments[segment] = _Segment(segment, self._seconds(e.start))
                 await self._emit(ev.SpeechStarted, segment=segment, start=self._open.start)
-            elif isinstance(e, (vad.PartialDue, vad.SpeechPaused)) and self._open is not None and self._open.id == segment:
-                pause = isinstance(e, vad.SpeechPaused)  # decoded even without partials: it may be the final
-                if self.config.partials or pause:
-                    self._due = _Due(segment, self._seconds(e.end), e.audio, self._offset + e.end if pause else None)
+            elif isinstance(e, vad.PartialDue):
+                if self.config.partials and self._open is not None and self._open.id == segment:
+                    self._due = _Due(segment, self._seconds(e.end), e.audio)
                     if self._partial is None:
                         self._start_partial()
+            elif isinstance(e, vad.SpeechPaused):  # decoded at once, beside any partial: it may be the final
+                if self._open is not None and self._open.id == segment:
+                    stop, self._due = self._offset + e.end, None  # a waiting partial has no speech the pause lacks
+                    due = _Due(segment, self._seconds(e.end), e.audio, stop)
+                    self._pause = (stop, self._spawn(self._run_pause(due, self._open.tokens)))
             elif isinstance(e, vad.SpeechEnded):
                 seg = self._segments[segment]
                 seg.end, self._open, self._due = self._seconds(e.end), None, None  # its final needs no more previews
                 await self._emit(ev.SpeechStopped, segment=segment, end=seg.end)
-                stop, pause = self._offset + e.end, None
-                if self._partial is not None and self._partial_due is not None and self._partial_due.stop == stop:
-                    pause = self._partial  # the decode of this very audio is under way: it becomes the final
+                stop, pause, self._pause = self._offset + e.end, self._pause, None
+                if pause is not None and pause[0] == stop:  # the decode of this very audio: it becomes the final
                     self.engine.promote(self.stream_id)
-                self._spawn(self._final(seg, e.audio, stop, pause, self._options))
+                self._spawn(self._final(seg, e.audio, stop, pause[1] if pause and pause[0] == stop else None, self._options))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -323,28 +327,37 @@ class CaptionSession:
     def _start_partial(self) -> None:
         due, self._due = self._due, None
         assert due is not None and self._open is not None
-        self._partial_due = due
         self._partial = self._spawn(self._run_partial(due, self._open.tokens))  # tokens of the partial before
 
     async def _run_partial(self, due: _Due, previous: tuple[int, ...]) -> None:
         try:
-            options = self._options
-            t = await self._decode_partial(due, previous, options)
-            seg = self._segments.get(due.segment)
-            if t is not None and due.stop is not None and seg is not None:
-                seg.paused = (due.stop, options, t)
-            if t is not None and t.text and self.config.partials:
-                async with self._lock:
-                    # Still worth showing while its final is being decoded; once the final is in, never.
-                    if seg is not None and seg.result is None:
-                        stable = stable_prefix(seg.text, t.text, self.config.language or t.result.language)
-                        seg.tokens, seg.text = t.result.tokens, t.text
-                        await self._send(ev.CaptionPartial, segment=due.segment, text=t.text, stable=stable,
-                                         start=seg.start, end=due.end)
+            await self._show(due, await self._decode_partial(due, previous, self._options))
         finally:
             self._partial = None
         if self._due is not None and self._state != "ended":
             self._start_partial()
+
+    async def _run_pause(self, due: _Due, previous: tuple[int, ...]) -> None:
+        options = self._options
+        t = await self._decode_partial(due, previous, options)
+        seg = self._segments.get(due.segment)
+        if t is not None and seg is not None:
+            seg.paused = (due.stop, options, t)
+        await self._show(due, t)
+
+    async def _show(self, due: _Due, t: Transcript | None) -> None:
+        """Emit a partial's transcript, if partials are on, its segment's final is not in and nothing newer was
+        shown (a pause's decode and the partial before it run side by side)."""
+        if t is None or not t.text or not self.config.partials:
+            return
+        async with self._lock:
+            seg = self._segments.get(due.segment)
+            # Still worth showing while its final is being decoded; once the final is in, never.
+            if seg is not None and seg.result is None and due.end > seg.shown:
+                stable = stable_prefix(seg.text, t.text, self.config.language or t.result.language)
+                seg.tokens, seg.text, seg.shown = t.result.tokens, t.text, due.end
+                await self._send(ev.CaptionPartial, segment=due.segment, text=t.text, stable=stable,
+                                 start=seg.start, end=due.end)
 
     async def _decode_partial(self, due: _Due, previous: tuple[int, ...], options: DecodeOptions) -> Transcript | None:
         try:

@@ -65,7 +65,8 @@ class _Span:
 
 
 class PartialDue(_Span):
-    """Segment `index` is still open and has grown by `partial_interval_ms`: `audio` is the segment so far."""
+    """Segment `index` is still open and speech has gone on for `partial_interval_ms` more (none come in a pause):
+    `audio` is the segment so far."""
 
 
 class SpeechPaused(_Span):

@@ -8,8 +8,9 @@ so the events depend only on the samples, never on how they were chunked. Per la
                       previous segment's end, so no sample belongs to two segments.
   pending -> open     once its voiced frames span `min_speech_ms`: emits SpeechStarted. A pending burst that goes
                       quiet for `endpoint_ms` is dropped as a click.
-  open    -> open     `post_roll_ms` after the last voiced frame: SpeechPaused, with the audio SpeechEnded will
-                      have if the silence lasts (once per pause).
+  open    -> open     every `partial_interval_ms` while speech goes on: PartialDue (none in a pause); and
+                      `post_roll_ms` after the last voiced frame: SpeechPaused, with the audio SpeechEnded will have
+                      if the silence lasts (once per pause).
   open    -> idle     after `endpoint_ms` with no voiced run of MIN_RUN_MS: emits SpeechEnded, `post_roll_ms` after
                       the last voiced frame.
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
@@ -156,7 +157,8 @@ class Segmenter:
             self._window.clear()  # the next onset is judged on frames after this segment only
         elif seg.confirmed and end - seg.start >= cfg.samples(cfg.max_segment_s * 1000):
             events += self._split(seg)
-        elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms):
+        elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms) \
+                and end - seg.voiced_end < cfg.samples(cfg.post_roll_ms):  # not in a pause: it would add no speech
             seg.partial_mark = end
             events.append(PartialDue(self._index, seg.start, end, self._audio(seg.start, end), cfg.sample_rate))
         if self._seg is seg and seg.confirmed and seg.paused_at != seg.voiced_end \

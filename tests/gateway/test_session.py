@@ -213,32 +213,32 @@ def test_silence_and_noise_give_no_captions(engine):
     assert [e.type for e in run.events] == ["session.started", "session.ended"]
 
 
-class FirstFinalLast(Engine):
-    """The real engine, but the first final's result is held back until a later final has returned: the engine
-    finishing finals out of order."""
+class FirstSegmentLast(Engine):
+    """The real engine, but a decode of the first utterance (audio up to `first_s` long) returns only once a decode
+    of the second has: the engine finishing segments out of order (finals, or the pause decodes that become them)."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, first_s: float):
         super().__init__(runner)
-        self.returned: list[str] = []
+        self.first = int(first_s * RATE)
+        self.returned: list[tuple[bool, str]] = []  # (of the first utterance, text), in the order they returned
         self._later = asyncio.Event()
 
     async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, previous=()):
         t = await super().transcribe(audio, options, stream=stream, final=final, previous=previous)
-        if final:
-            if not self.returned:
-                self.returned.append("")  # claim "first" before waiting
-                await self._later.wait()
-            else:
-                self._later.set()
-            self.returned.append(t.text)
+        if len(audio) <= self.first:
+            await self._later.wait()
+        else:
+            self._later.set()
+        self.returned.append((len(audio) <= self.first, t.text))
         return t
 
 
 def test_finals_go_out_in_segment_order_whatever_order_they_finish_in(runners, speech):
     en = [c for c in speech if c.language == "en"]
     gap = np.zeros(2 * RATE, np.float32)
-    audio = np.concatenate([load_clip(en[2]), gap, load_clip(en[0]), gap])  # two utterances
-    engine = FirstFinalLast(runners("base", "int8"))
+    first = load_clip(en[2])  # "one two three", 2.7 s; then JFK, 11 s
+    audio = np.concatenate([first, gap, load_clip(en[0]), gap])
+    engine = FirstSegmentLast(runners("base", "int8"), first_s=len(first) / RATE + 0.5)
     s, run = session(engine, SessionConfig(language="en", partials=False))
     try:
         asyncio.run(play(s, audio, speed=0))
@@ -246,7 +246,7 @@ def test_finals_go_out_in_segment_order_whatever_order_they_finish_in(runners, s
         engine.close()
     check_order(run.events)
     finals = run.of(ev.CaptionFinal)
-    assert "country" in engine.returned[1] and "country" not in engine.returned[2]  # the engine: second, first
+    assert not engine.returned[0][0] and engine.returned[-1][0]  # the engine: second utterance first
     assert [f.segment for f in finals] == [0, 1] and "country" in finals[1].text  # the viewers: first, second
 
 
