@@ -23,6 +23,11 @@ WINDOW = 8  # tokens cached after each anchor: enough for up to 8 heads, so shar
 # the model writes other characters). Windows are cut at disagreements anyway (engine/mtp_train.windows_of), so
 # the filter only keeps prefixes close to what greedy decoding itself would have written.
 MIN_AGREEMENT = 0.75
+# One utterance per encoder call, as a segment is encoded alone at inference: at int8 a row's encoder output
+# depends on the rows batched with it (on the evaluation speech, batched vs alone: encoder output differs by up to
+# 7.8, decoder states by 30, and heads trained on batched states accepted 0.42 drafts/step on a clip's batched
+# states but 0.08 on its states alone).
+LABEL_BATCH = 1
 ZH_SHARE = 0.1  # of utterances made, multilingual models: espeak-ng Mandarin is mostly garbled (agreement ~0.5, dropped)
 
 
@@ -56,17 +61,16 @@ def text_tokens(tokenizer, text: str, language: str) -> list[int]:
 
 
 def label(runner, batch: list, min_agreement: float) -> tuple[list, list[tuple[str, float]]]:
-    """Synthetic utterances -> the kept training Utterances and (language, agreement) of each. Batches hold
-    utterances of similar length (less padding through the encoder and decoder)."""
+    """Synthetic utterances -> the kept training Utterances and (language, agreement) of each, in order."""
     from engine.mtp_train import self_distilled
 
     order = sorted(range(len(batch)), key=lambda i: len(batch[i].audio))
     kept, made = [], [("", 0.0)] * len(batch)
-    for i in range(0, len(order), runner.config.max_batch):
-        part = [batch[j] for j in order[i : i + runner.config.max_batch]]
+    for i in range(0, len(order), LABEL_BATCH):
+        part = [batch[j] for j in order[i : i + LABEL_BATCH]]
         texts = [text_tokens(runner.tokenizer, u.text, u.language)[:400] for u in part]
         out = self_distilled(runner, [u.audio for u in part], [u.language for u in part], texts, WINDOW)
-        for j, u, (utt, agreement) in zip(order[i : i + runner.config.max_batch], part, out):
+        for j, u, (utt, agreement) in zip(order[i : i + LABEL_BATCH], part, out):
             made[j] = (u.language, agreement)
             if agreement >= min_agreement:
                 kept.append((j, utt))
