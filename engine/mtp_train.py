@@ -47,8 +47,7 @@ def _forced_pass(runner, audios: list[np.ndarray], languages: list[str], feeds: 
     the final hidden states from the last prefix token on (row i: len(feed_i) + 1 states, float32), the encoder
     output of its real frames, and the greedy logits of those positions (suppressed tokens masked as decoding does)."""
     tok, model = runner.tokenizer, runner.model
-    mel, frames = runner.features(audios, runner.config.encoder)
-    enc, mask = model.encoder(mel, frames)
+    enc, mask = runner.encode(audios, runner.config.encoder)  # each row as inference encodes it alone
     cross = model.decoder.cross_kv(enc, mask)
     prefixes = [[tok.sot, *tok.sot_sequence(lang)] for lang in languages]
     rows = [p + f for p, f in zip(prefixes, feeds)]
