@@ -174,6 +174,8 @@ class Engine:
                 self.stats = replace(self.stats, steps=self.stats.steps + 1, busy_s=self.stats.busy_s + spent)
                 if partials_only:
                     self._credit -= spent
+                if batch is not None and not batch.rows:
+                    batch = None  # drained: its caches (spare rows included) go, the next admission sizes its own
 
     def _partial_credit(self) -> float:
         """Seconds of partial work the engine may still start now (refilled by the wall clock)."""
