@@ -80,17 +80,6 @@ def windows_of(labels: list[int], fed: list[int], window: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def teacher_forced(runner, audios: list[np.ndarray], languages: list[str], labels: list[list[int]], window: int) -> list[Utterance]:
-    """Run the frozen model over given transcripts (e.g. its own greedy ones): one Utterance per audio."""
-    eot = runner.tokenizer.eot
-    out = []
-    for (h, e, _), y in zip(_forced_pass(runner, audios, languages, labels), labels):
-        full = y + [eot]
-        out.append(Utterance(h.half().numpy(), windows_of(full, full, window), e.half().numpy()))
-    return out
-
-
-@torch.inference_mode()
 def self_distilled(runner, audios: list[np.ndarray], languages: list[str], texts: list[list[int]],
                    window: int) -> list[tuple[Utterance, float]]:
     """One teacher-forced pass over the tokens of the text that was spoken: the model's own greedy choice at every

@@ -305,10 +305,12 @@ class CaptionSession:
                 seg = self._segments[segment]
                 seg.end, self._open, self._due = self._seconds(e.end), None, None  # its final needs no more previews
                 await self._emit(ev.SpeechStopped, segment=segment, end=seg.end)
-                stop, pause, self._pause = self._offset + e.end, self._pause, None
-                if pause is not None and pause[0] == stop:  # the decode of this very audio: it becomes the final
+                stop = self._offset + e.end
+                pause = self._pause[1] if self._pause is not None and self._pause[0] == stop else None
+                self._pause = None
+                if pause is not None:  # the decode of this very audio: it becomes the final
                     self.engine.promote(self.stream_id)
-                self._spawn(self._final(seg, e.audio, stop, pause[1] if pause and pause[0] == stop else None, self._options))
+                self._spawn(self._final(seg, e.audio, stop, pause, self._options))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
