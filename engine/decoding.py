@@ -113,9 +113,8 @@ class GreedyDecoder:
                                                     + r.cap for r in rows) + 1 + PREVIOUS_DRAFT_LEN)
         detect = any(r.language is None for r in rows) and tok.multilingual
         first = [r.prefix if detect else r.prefix + tok.sot_sequence(r.language, r.opts.task) for r in rows]
-        hidden, lengths = self._forward(cache, cross, first, rows)
-        sot_pos = [len(r.prefix) - 1 for r in rows]
-        at_sot = dec.logits(hidden[torch.arange(len(rows)), torch.tensor(sot_pos)]).float()
+        hidden, starts = self._forward(cache, cross, first, rows)
+        at_sot = dec.logits(hidden[[s + len(r.prefix) - 1 for s, r in zip(starts, rows)]]).float()
         probs = at_sot.softmax(-1)
         for r, p in zip(rows, probs[:, tok.no_speech].tolist()):
             r.no_speech_prob = p
@@ -125,9 +124,10 @@ class GreedyDecoder:
             for r, b, lp in zip(rows, best, lang_probs.tolist()):
                 if r.language is None:
                     r.language, r.language_prob = tok.language_of(int(self.lang_ids[b])), lp[b]
-            hidden, lengths = self._forward(cache, cross, [tok.sot_sequence(r.language, r.opts.task) for r in rows], rows)
-        last_hidden = hidden[torch.arange(len(rows)), lengths - 1]
-        for r, p in zip(rows, self._greedy(last_hidden[:, None], [[] for _ in rows], rows)):
+            first = [tok.sot_sequence(r.language, r.opts.task) for r in rows]
+            hidden, starts = self._forward(cache, cross, first, rows)
+        last_hidden = hidden[[s + len(f) - 1 for s, f in zip(starts, first)]]
+        for r, p in zip(rows, self._greedy(last_hidden, list(range(len(rows))), [[] for _ in rows], rows)):
             self._accept(r, p)
         return Batch(rows, cache, cross, last_hidden)
 
@@ -145,9 +145,9 @@ class GreedyDecoder:
         rows, cache = batch.rows, batch.cache
         drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(rows, self._drafts(rows, batch.last_hidden, batch.cross))]
         start = cache.lengths.clone()
-        hidden, _ = self._forward(cache, batch.cross, [[r.out[-1]] + d for r, d in zip(rows, drafts)], rows)
+        hidden, starts = self._forward(cache, batch.cross, [[r.out[-1]] + d for r, d in zip(rows, drafts)], rows)
         accepted = []
-        for r, d, c in zip(rows, drafts, self._greedy(hidden, drafts, rows)):
+        for r, d, c in zip(rows, drafts, self._greedy(hidden, starts, drafts, rows)):
             m = 0
             while m < len(d) and d[m] == c[m][0]:
                 m += 1
@@ -155,7 +155,7 @@ class GreedyDecoder:
             self._accept(r, c[: m + 1])
         acc = torch.tensor(accepted, device=self.device)
         cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
-        batch.last_hidden = hidden[torch.arange(len(rows)), acc]
+        batch.last_hidden = hidden[torch.tensor(starts, device=self.device) + acc]
         return finished
 
     def _drafts(self, rows: list[_Row], hidden: Tensor, cross: CrossKV) -> list[list[int]]:
@@ -184,28 +184,28 @@ class GreedyDecoder:
             row.opts = replace(opts, max_new_tokens=max(1, room))
         return row
 
-    def _forward(self, cache, cross: CrossKV, feeds: list[list[int]], rows: list[_Row]) -> tuple[Tensor, Tensor]:
-        """Append each row's feed (variable lengths, right-padded) -> hidden (B, n, D), feed lengths (B,)."""
-        n = max(len(f) for f in feeds)
-        tokens = torch.tensor([f + [self.tok.eot] * (n - len(f)) for f in feeds], device=self.device)
-        lengths = torch.tensor([len(f) for f in feeds], device=self.device)
+    def _forward(self, cache, cross: CrossKV, feeds: list[list[int]], rows: list[_Row]) -> tuple[Tensor, list[int]]:
+        """Append each row's feed (variable lengths) -> hidden states (N, D) packed row after row, and where each
+        row's start in that packing."""
+        tokens = torch.tensor([t for f in feeds for t in f], device=self.device)
+        counts = [len(f) for f in feeds]
         for r in rows:
             r.forwards += 1
-        return self.model.decoder(tokens, cache, cross, lengths), lengths
+        return self.model.decoder(tokens, counts, cache, cross), [sum(counts[:i]) for i in range(len(counts))]
 
-    def _greedy(self, hidden: Tensor, drafts: list[list[int]], rows: list[_Row]) -> list[list[tuple[int, float]]]:
-        """(token, log-prob) of the greedy choice at every position that matters: position j of a row predicts
-        the token after its j-th draft. Suppressed tokens are masked; a segment's first token also masks blank
-        and end of text."""
-        n = max(len(d) for d in drafts) + 1
-        logits = self.model.decoder.logits(hidden[:, :n]).masked_fill(self.suppress, float("-inf"))  # (B, n, V)
-        first = [i for i, r in enumerate(rows) if not r.out]
+    def _greedy(self, hidden: Tensor, starts: list[int], drafts: list[list[int]], rows: list[_Row]) -> list[list[tuple[int, float]]]:
+        """(token, log-prob) of the greedy choice at each row's positions, hidden (N, D) packed from `starts`:
+        position j of a row predicts the token after its j-th draft. Suppressed tokens are masked; a segment's
+        first token also masks blank and end of text."""
+        logits = self.model.decoder.logits(hidden).masked_fill(self.suppress, float("-inf"))  # (N, V)
+        first = [s for s, r in zip(starts, rows) if not r.out]
         if first:
-            logits[first, 0] = logits[first, 0].masked_fill(self.suppress_begin, float("-inf"))
+            logits[first] = logits[first].masked_fill(self.suppress_begin, float("-inf"))
         logp = logits.log_softmax(-1)
-        best = logp.argmax(-1)  # (B, n)
-        best_lp = logp.gather(-1, best[..., None])[..., 0]
-        return [list(zip(b[: len(d) + 1], lp)) for b, lp, d in zip(best.tolist(), best_lp.tolist(), drafts)]
+        best = logp.argmax(-1)  # (N,)
+        best_lp = logp.gather(-1, best[:, None])[:, 0].tolist()
+        best = best.tolist()
+        return [list(zip(best[s : s + len(d) + 1], best_lp[s : s + len(d) + 1])) for s, d in zip(starts, drafts)]
 
     def _accept(self, row: _Row, picks: list[tuple[int, float]]) -> None:
         for t, lp in picks:

@@ -1,6 +1,7 @@
 """The Whisper encoder-decoder, read top to bottom: layers -> attention -> block -> encoder/decoder -> model.
 
-Shapes: B batch, T audio positions, n new tokens, L cached tokens, D model width, H heads.
+Shapes: B batch, T audio positions, n new tokens, L cached tokens, D model width, H heads; N new tokens of a
+decoder step packed row after row (each row feeds its own number: its last token plus its drafts).
 The KV cache lives outside the modules (KVCache, CrossKV): the caller owns it, one row per segment, and every
 row has its own length, so segments of a batch can advance (or roll back) by different numbers of tokens.
 """
@@ -171,30 +172,70 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
 
     def forward(self, x: Tensor, mask: Tensor | None, step: DecoderStep | None = None, layer: int = 0) -> Tensor:
+        """Encoder: x (B, T, D) under `mask`. Decoder (`step` given): x (N, D), the step's packed new tokens."""
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
-        if step is not None:  # decoder: append this step's keys/values to the cache, attend over all of it
-            cache = step.cache
-            cache.keys[layer][step.rows, step.positions] = k.to(cache.keys[layer].dtype)
-            cache.values[layer][step.rows, step.positions] = v.to(cache.values[layer].dtype)
-            k, v = cache.keys[layer][:, : step.key_len], cache.values[layer][:, : step.key_len]
-        x = x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype))
-        if step is not None:
-            cross = step.cross
-            q = self.cross_q(self.cross_ln(x))
-            x = x + self.cross_out(attention(q, cross.keys[layer], cross.values[layer], self.n_head, step.cross_mask, self.attn_dtype))
+        if step is None:
+            return self._mlp(x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype)))
+        cache = step.cache  # append this step's keys/values to the cache, attend over all of it
+        keys, values = cache.keys[layer], cache.values[layer]
+        keys[step.rows, step.positions] = k.to(keys.dtype)
+        values[step.rows, step.positions] = v.to(values.dtype)
+        x = x + self.attn_out(step.attend(q, keys, values, self.n_head, self.attn_dtype, cross=False))
+        q = self.cross_q(self.cross_ln(x))
+        cross = step.cross
+        x = x + self.cross_out(step.attend(q, cross.keys[layer], cross.values[layer], self.n_head, self.attn_dtype, cross=True))
+        return self._mlp(x)
+
+    def _mlp(self, x: Tensor) -> Tensor:
         return x + self.mlp(self.mlp_ln(x))
 
 
-@dataclass
 class DecoderStep:
-    """Where one decoder forward reads and writes: the caches plus the positions of the new tokens (B, n)."""
+    """One decoder forward over packed tokens: row r feeds counts[r] tokens (its last one, maybe drafts), which go
+    into its cache after its `lengths[r]` cached positions. Linears see only these N = sum(counts) tokens, never
+    padding. Attention: every row's first m tokens (m: the fewest any row feeds) in one batched call, the rest of
+    a longer feed (drafts to verify) in a call of its own over views of that row's keys; so with equal feeds, as in
+    plain greedy, it is one call, and a row's drafts cost the other rows nothing."""
 
-    cache: KVCache
-    cross: CrossKV
-    rows: Tensor  # (B, n) row index of every new token
-    positions: Tensor  # (B, n) cache position of every new token
-    key_len: int  # cache prefix that any row can attend to after this step
-    cross_mask: Tensor | None  # (B, 1, 1, T)
+    def __init__(self, cache: KVCache, cross: CrossKV, counts: list[int], device: torch.device):
+        self.cache, self.cross, self.counts = cache, cross, counts
+        self.lengths = cache.lengths.tolist()
+        self.starts = [sum(counts[:r]) for r in range(len(counts))]
+        B, self.m = len(counts), min(counts)
+        self.rows = torch.repeat_interleave(torch.arange(B, device=device), torch.tensor(counts, device=device))
+        self.positions = torch.tensor([p for n, l in zip(counts, self.lengths) for p in range(l, l + n)], device=device)
+        head = torch.tensor(self.starts, device=device)[:, None] + torch.arange(self.m, device=device)  # (B, m)
+        self.head = head.flatten()
+        self.key_len = max(self.lengths) + self.m
+        self.head_mask = (torch.arange(self.key_len, device=device)[None, None, :]
+                          <= cache.lengths[:, None, None] + torch.arange(self.m, device=device)[None, :, None])[:, None]
+        self.cross_mask = None if cross.mask is None else cross.mask[:, None, None, :]
+        self.cross_len = None if cross.mask is None else cross.mask.sum(1).tolist()
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None, cross: bool) -> Tensor:
+        """Packed queries (N, D) over each row's keys/values (B, L, D), the cache's or the audio's -> (N, D)."""
+        B, m = len(self.counts), self.m
+        if cross:
+            head = attention(q[self.head].view(B, m, -1), k, v, n_head, self.cross_mask, dtype)
+        else:
+            head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
+                             self.head_mask, dtype)
+        if all(n == m for n in self.counts):  # packed row after row, m each: the batched call is everything
+            return head.view(-1, q.shape[-1])
+        out = q.new_empty(q.shape)
+        out[self.head] = head.view(-1, q.shape[-1])
+        for r, (n, start, length) in enumerate(zip(self.counts, self.starts, self.lengths)):
+            if n == m:
+                continue
+            tail = q[None, start + m : start + n]  # (1, n - m, D): this row's remaining tokens
+            if cross:
+                end = k.shape[1] if self.cross_len is None else self.cross_len[r]
+                out[start + m : start + n] = attention(tail, k[r : r + 1, :end], v[r : r + 1, :end], n_head, None, dtype)[0]
+            else:
+                end = length + n
+                causal = torch.arange(end, device=q.device)[None, :] <= torch.arange(length + m, end, device=q.device)[:, None]
+                out[start + m : start + n] = attention(tail, k[r : r + 1, :end], v[r : r + 1, :end], n_head, causal, dtype)[0]
+        return out
 
 
 class AudioEncoder(nn.Module):
@@ -241,23 +282,15 @@ class TextDecoder(nn.Module):
         kv = [block.cross_kv(audio).to(self.attn_dtype or audio.dtype).chunk(2, dim=-1) for block in self.blocks]
         return CrossKV([k for k, _ in kv], [v for _, v in kv], mask)
 
-    def forward(self, tokens: Tensor, cache: KVCache, cross: CrossKV, n_new: Tensor | None = None) -> Tensor:
-        """tokens (B, n) appended after each row's cached prefix -> final hidden states (B, n, D).
-
-        n_new (B,) says how many of the n tokens of each row are real (the rest is padding, written to the
-        cache past the row's length and so never attended to); the cache advances by n_new."""
-        B, n = tokens.shape
-        positions = cache.lengths[:, None] + torch.arange(n, device=tokens.device)  # (B, n)
-        key_len = int(positions.max()) + 1
+    def forward(self, tokens: Tensor, counts: list[int], cache: KVCache, cross: CrossKV) -> Tensor:
+        """tokens (N,) packed row after row, counts[r] of them for row r, appended after each row's cached prefix
+        -> their final hidden states (N, D), packed the same way; the cache advances by counts."""
+        step = DecoderStep(cache, cross, counts, tokens.device)
         ctx = self.positional_embedding.shape[0]
-        x = self.token_embedding(tokens) + self.positional_embedding[positions.clamp(max=ctx - 1)]
-        causal = torch.arange(key_len, device=tokens.device)[None, None, :] <= positions[:, :, None]  # (B, n, L)
-        cross_mask = None if cross.mask is None else cross.mask[:, None, None, :]
-        rows = torch.arange(B, device=tokens.device)[:, None].expand(B, n)
-        step = DecoderStep(cache, cross, rows, positions, key_len, cross_mask)
+        x = self.token_embedding(tokens) + self.positional_embedding[step.positions.clamp(max=ctx - 1)]
         for i, block in enumerate(self.blocks):
-            x = block(x, causal[:, None], step, i)
-        cache.lengths = cache.lengths + (n if n_new is None else n_new)
+            x = block(x, None, step, i)
+        cache.lengths = cache.lengths + torch.tensor(counts, device=tokens.device)
         return self.ln(x)
 
     def logits(self, hidden: Tensor) -> Tensor:

@@ -51,9 +51,9 @@ def _forced_pass(runner, audios: list[np.ndarray], languages: list[str], feeds: 
     cross = model.decoder.cross_kv(enc, mask)
     prefixes = [[tok.sot, *tok.sot_sequence(lang)] for lang in languages]
     rows = [p + f for p, f in zip(prefixes, feeds)]
-    n = max(len(r) for r in rows)
-    tokens = torch.tensor([r + [tok.eot] * (n - len(r)) for r in rows], device=runner.device)
-    hidden = model.decoder(tokens, model.new_cache(len(rows), n + 1), cross)
+    counts = [len(r) for r in rows]
+    tokens = torch.tensor([t for r in rows for t in r], device=runner.device)
+    hidden = model.decoder(tokens, counts, model.new_cache(len(rows), max(counts) + 1), cross).split(counts)
     valid = mask.sum(-1).tolist() if mask is not None else [enc.shape[1]] * len(audios)
     out = []
     for h, e, t, p, f in zip(hidden, enc.float().cpu(), valid, prefixes, feeds):
