@@ -1,8 +1,10 @@
 """What runs next: the policy over queued transcription requests of every stream. No tensors, no threads.
 
-Rule: finals before partials (a final is a caption people keep; a partial is only a preview), each in arrival
-order; a stream has at most one queued partial (a newer one replaces the stale one); the queue is bounded, and
-when it is full an arriving partial is shed, or makes room by shedding the oldest partial; finals are never shed.
+Rule: finals, then pauses, then partials, each in arrival order. A final is a caption people keep; a partial is
+only a preview; a pause is a partial of audio that ends in a pause (its transcript is the final if the pause turns
+out to end the segment, so it runs ahead of previews). A stream has at most one queued partial or pause (a newer
+one replaces the stale one); the queue is bounded, and when it is full an arriving partial is shed, or makes room
+by shedding the oldest partial or pause; finals are never shed.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Request:
     audio: np.ndarray = field(repr=False)  # 16 kHz float32, at most 30 s
     options: DecodeOptions = DecodeOptions()
     final: bool = True  # False: a partial of a growing segment
+    pause: bool = False  # a partial of the segment up to a pause: likely its final (scheduled before partials)
 
 
 class Superseded(Exception):
@@ -81,20 +84,21 @@ class Scheduler:
         return gone
 
     def schedule(self, max_batch: int, budget_s: float = float("inf"), partials: bool = True) -> list[tuple[int, Request]]:
-        """Take the next requests to start: finals first (up to max_batch, whatever their length), then, if
-        `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs them all
-        before the next decoder step, so the budget bounds how long a final arriving meanwhile waits)."""
+        """Take the next requests to start: finals first (up to max_batch, whatever their length), then pauses,
+        then, if `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs
+        them all before any of them decodes, so the budget bounds how long a final arriving meanwhile waits)."""
         batch: list[tuple[int, Request]] = []
         audio_s = 0.0
         while self.finals and len(batch) < max_batch:
             batch.append(self.finals.popitem(last=False))
             audio_s += len(batch[-1][1].audio) / 16000
-        while partials and self.partials and len(batch) < max_batch:
-            nxt = len(next(iter(self.partials.values())).audio) / 16000
-            if batch and audio_s + nxt > budget_s:
-                break
-            batch.append(self.partials.popitem(last=False))
-            audio_s += nxt
+        for pauses in (True, False) if partials else (True,):
+            for i, r in list(self.partials.items()):
+                if len(batch) >= max_batch or (batch and audio_s + len(r.audio) / 16000 > budget_s):
+                    break
+                if r.pause == pauses:
+                    batch.append((i, self.partials.pop(i)))
+                    audio_s += len(r.audio) / 16000
         assert len(batch) <= max_batch and (not self.finals or all(r.final for _, r in batch))
         return batch
 

@@ -1,14 +1,15 @@
-"""The engine as a service: one worker thread owns the model; any thread or event loop submits requests.
+"""The engine as a service: two worker threads own the model; any thread or event loop submits requests.
 
     engine = Engine(ModelRunner(EngineConfig()))
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
-Continuous batching: each loop of the worker admits waiting requests (engine/scheduler.py decides which: finals
-first; partials within an audio budget, within their share of the worker's time, and only while no final waits or
-decodes), encodes and prefills them into the running decode batch, then runs one
-decoder step of the whole batch (MTP/previous drafts verified inside it) and resolves the rows that finished. So a
-final waits for at most one admission and one step, never for a whole batch of partials to finish decoding.
-Cancelling the awaiting task, or `cancel_stream`, frees queued entries."""
+Continuous batching, as a two-stage pipeline. The encoder worker admits waiting requests (engine/scheduler.py
+decides which: finals first; partials within an audio budget, within their share of the engine's time, and only
+while no final waits or decodes), encodes them and prefills their decoding. The decoder worker joins them to the
+running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
+verified inside it) and resolves the rows that finished. So a final waits for at most the encode in progress and
+its own, never for a batch of partials to finish decoding; and encoding overlaps decoding. Cancelling the
+awaiting task, or `cancel_stream`, frees queued entries."""
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,10 @@ from engine.runner import ModelRunner
 from engine.scheduler import Cancelled, Request, Scheduler
 
 ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
-# Share of the worker's time partials may take, as a token bucket: each wall second earns PARTIAL_SHARE seconds of
-# partial work (saved up to PARTIAL_BURST_S). An idle engine serves every partial; a loaded one slows partials down
-# (the scheduler keeps only each stream's newest) and the time left goes to finals, so they keep real time longer.
+# Share of the encoder's time previews (partials, not pauses) may take, as a token bucket: each wall second earns
+# PARTIAL_SHARE seconds of their encoding (saved up to PARTIAL_BURST_S). An idle engine serves every partial; a loaded
+# one slows partials down (the scheduler keeps only each stream's newest) and the time left goes to finals and
+# pauses, so they keep real time longer. (Their decode steps are shared with the rest of the batch: not counted.)
 PARTIAL_SHARE = 0.5
 PARTIAL_BURST_S = 1.0
 
@@ -40,7 +42,8 @@ class EngineStats:
     steps: int = 0  # decoder steps of the running batch
     segments: int = 0
     audio_s: float = 0.0
-    busy_s: float = 0.0
+    encode_s: float = 0.0  # seconds the encoder worker spent encoding and prefilling
+    decode_s: float = 0.0  # seconds the decoder worker spent in decoder steps
     last_batch: int = 0
     batch_sizes: list[int] = field(default_factory=list)  # decode batch size after each admission, newest last (bounded)
 
@@ -56,8 +59,14 @@ class Engine:
         self._futures: dict[int, concurrent.futures.Future] = {}
         self._wake = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="livecaptions-engine", daemon=True)
-        self._thread.start()
+        self._ready: list[tuple[Batch, list[_Running]]] = []  # encoded and prefilled, to join the decode batch
+        self._retry: list[_Running] = []  # looped in trim mode: encoded again over the 30 s window, ahead of the queue
+        self._preparing: list[_Running] = []  # being encoded
+        self._decoding: list[_Running] = []  # rows of the decode batch (the decoder's own list, as of its last step)
+        self._threads = [threading.Thread(target=loop, name=f"livecaptions-{name}", daemon=True)
+                         for name, loop in (("encoder", self._encode_loop), ("decoder", self._decode_loop))]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, req: Request) -> concurrent.futures.Future:
         """Queue a request from any thread -> a future of its Transcript (or Superseded/Overloaded/Cancelled)."""
@@ -71,14 +80,15 @@ class Engine:
                 dead = self._futures.pop(i)
                 if not dead.done():  # its caller may have cancelled it already
                     dead.set_exception(reason)
-            self._wake.notify()
+            self._wake.notify_all()
         return fut
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions(), *, stream: str = "",
-                         final: bool = True, previous: tuple[int, ...] = ()) -> Transcript:
+                         final: bool = True, pause: bool = False, previous: tuple[int, ...] = ()) -> Transcript:
+        """`final` False: a partial (a preview); `pause` too: a partial up to a pause, likely the final (scheduler)."""
         if previous:  # the previous partial's tokens: drafts to verify (engine/mtp.py)
             options = replace(options, previous=tuple(previous))
-        fut = self.submit(Request(stream, audio, options, final))
+        fut = self.submit(Request(stream, audio, options, final, pause and not final))
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
@@ -89,7 +99,7 @@ class Engine:
         """Serve `stream`'s queued partial as a final from now on -> whether one was queued."""
         with self._wake:
             found = self._scheduler.promote(stream)
-            self._wake.notify()
+            self._wake.notify_all()
         return found
 
     def cancel_stream(self, stream: str) -> int:
@@ -112,53 +122,82 @@ class Engine:
         return {"superseded": self._scheduler.superseded, "overloaded": self._scheduler.shed}
 
     def close(self, timeout: float = 60) -> None:
-        """Stop taking requests, finish the queued ones (drain), stop the worker."""
+        """Stop taking requests, finish the queued ones (drain), stop the workers."""
         with self._wake:
             self._closed = True
-            self._wake.notify()
-        self._thread.join(timeout=timeout)
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
 
-    def _loop(self) -> None:
-        batch: Batch | None = None
-        running: dict[int, _Running] = {}
-        retry: list[_Running] = []  # looped in trim mode: decoded again over the 30 s window, ahead of the queue
+    # Two workers share the model. The encoder takes what the scheduler picks, encodes and prefills it into a batch
+    # of its own; the decoder joins such batches to the running one between steps. Encoding a segment is big
+    # matrix work and a decoder step is many small ops that leave the second core mostly idle, so the two overlap.
+    # All the state below is guarded by self._wake.
+
+    def _idle(self) -> bool:
+        return not (len(self._scheduler) or self._retry or self._preparing or self._ready or self._decoding)
+
+    def _in_flight(self) -> list[_Running]:
+        return self._retry + self._preparing + [a for _, group in self._ready for a in group] + self._decoding
+
+    def _encode_loop(self) -> None:
         while True:
             with self._wake:
-                while not (len(self._scheduler) or running or retry or self._closed):
-                    self._wake.wait()
-                if self._closed and not (len(self._scheduler) or running or retry):
-                    return
-                room = self.runner.config.max_batch - len(running)
-                # While a final waits or decodes, no partial joins: each would slow every step of the final's decode.
-                finals_running = any(a.request.final for a in running.values())
-                partials = not (finals_running or self._scheduler.finals) and self._partial_credit() > 0
-                admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
-                                                 self._scheduler.schedule(room, ADMIT_BUDGET_S, partials)]
-                if not (admitted or running or retry):  # only partials wait, and they are out of credit
-                    self._wake.wait(timeout=max(0.005, -self._credit / self.partial_share))
-                    continue
-            # False: its caller cancelled it while it was queued
-            admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
+                while True:
+                    if self._closed and self._idle():
+                        return
+                    flight = self._in_flight()
+                    room = self.runner.config.max_batch - len(flight)
+                    finals = self._scheduler.finals or any(a.request.final for a in flight)
+                    retry, self._retry = self._retry, []
+                    # While a final waits or decodes, no partial joins: each would slow every step of the final's decode.
+                    partials = not finals and self._partial_credit() > 0
+                    admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
+                                                     self._scheduler.schedule(room, ADMIT_BUDGET_S, partials)]
+                    if retry or admitted:
+                        break
+                    # nothing to take: woken by a request, by room in the batch, or when partial credit is back
+                    waiting = room > 0 and self._scheduler.partials and not finals
+                    self._wake.wait(timeout=max(0.005, -self._credit / self.partial_share) if waiting else None)
+                # False: its caller cancelled it while it was queued
+                admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
+                self._preparing = retry + admitted
             t0 = time.perf_counter()
-            for group, encoder in ((retry, "full"), (admitted, None)):
-                if group and (new := self._start(group, encoder)) is not None:
-                    running.update((a.rid, a) for a in group if a.rid in new[1])
-                    if batch is None:
-                        batch = new[0]
-                    else:
-                        try:
-                            batch.extend(new[0])
-                        except Exception as e:
-                            batch = _fail(running, e)
-            retry = []
-            if admitted:
-                spent = time.perf_counter() - t0
-                self._record(admitted, len(running), spent)
-                if not any(a.request.final for a in admitted):
-                    self._credit -= spent
+            started = [(new, [a for a in group if a.rid in new[1]]) for group, encoder in ((retry, "full"), (admitted, None))
+                       if group and (new := self._start(group, encoder)) is not None]
+            spent = time.perf_counter() - t0
+            with self._wake:
+                self._preparing = []  # a request that could not start has its future failed
+                self._ready += [(batch, group) for (batch, _), group in started]
+                if admitted:
+                    self._record(admitted, spent)
+                    if not any(a.request.final or a.request.pause for a in admitted):  # previews only
+                        self._credit -= spent
+                self._wake.notify_all()
+
+    def _decode_loop(self) -> None:
+        batch: Batch | None = None
+        running: dict[int, _Running] = {}
+        while True:
+            with self._wake:
+                while not (self._ready or running):
+                    if self._closed and self._idle():
+                        return
+                    self._wake.wait()
+                ready, self._ready = self._ready, []
+                self._decoding = list(running.values()) + [a for _, group in ready for a in group]
+            for new, group in ready:
+                running.update((a.rid, a) for a in group)
+                if batch is None:
+                    batch = new
+                else:
+                    try:
+                        batch.extend(new)
+                    except Exception as e:
+                        batch = _fail(running, e)
+            retry: list[_Running] = []
+            t0 = time.perf_counter()
             if batch is not None and batch.rows:
-                partials_only = not any(a.request.final for a in running.values())
-                t0 = time.perf_counter()
                 try:
                     finished = self.runner.step(batch)
                 except Exception as e:
@@ -170,12 +209,14 @@ class Engine:
                         retry.append(replace(a, encoder="full"))
                     elif not a.future.done():
                         a.future.set_result(self.runner.finish(result, a.request.options))
-                spent = time.perf_counter() - t0
-                self.stats = replace(self.stats, steps=self.stats.steps + 1, busy_s=self.stats.busy_s + spent)
-                if partials_only:
-                    self._credit -= spent
                 if batch is not None and not batch.rows:
                     batch = None  # drained: its caches (spare rows included) go, the next admission sizes its own
+            spent = time.perf_counter() - t0
+            with self._wake:
+                self._decoding = list(running.values())
+                self._retry += retry  # back to the encoder, ahead of the queue
+                self.stats = replace(self.stats, steps=self.stats.steps + 1, decode_s=self.stats.decode_s + spent)
+                self._wake.notify_all()
 
     def _partial_credit(self) -> float:
         """Seconds of partial work the engine may still start now (refilled by the wall clock)."""
@@ -202,11 +243,11 @@ class Engine:
                 ok[0][0].extend(b)
             return ok[0][0], set().union(*(ids for _, ids in ok))
 
-    def _record(self, admitted: list[_Running], size: int, seconds: float) -> None:
-        s = self.stats
+    def _record(self, admitted: list[_Running], seconds: float) -> None:
+        s, size = self.stats, len(self._in_flight())
         self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
                              audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / 16000,
-                             busy_s=s.busy_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
+                             encode_s=s.encode_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
 
 
 def _fail(running: dict[int, _Running], error: Exception) -> None:

@@ -27,6 +27,12 @@ class Metrics:
         for reason in ("superseded", "overloaded"):
             dropped.labels(reason).set_function(
                 lambda reason=reason: float(e.partials_dropped[reason]) if (e := engine()) is not None else 0.0)
+        busy = Gauge("livecaptions_engine_busy_seconds", "Seconds each engine worker has worked (ever): the encoder "
+                     "(encode and prefill) and the decoder (decoder steps); its rate is that stage's utilisation",
+                     ["stage"], registry=r)
+        for stage in ("encode", "decode"):
+            busy.labels(stage).set_function(
+                lambda stage=stage: float(getattr(e.stats, f"{stage}_s")) if (e := engine()) is not None else 0.0)
         self.segments = Counter("livecaptions_segments", "Caption finals published", registry=r)
         self.errors = Counter("livecaptions_errors", "Error events sent, by code", ["code"], registry=r)
         self.batch_size = Histogram("livecaptions_engine_batch_size", "Segments per engine batch",

@@ -341,7 +341,7 @@ class CaptionSession:
 
     async def _run_pause(self, due: _Due, previous: tuple[int, ...]) -> None:
         options = self._options
-        t = await self._decode_partial(due, previous, options)
+        t = await self._decode_partial(due, previous, options, pause=True)
         seg = self._segments.get(due.segment)
         if t is not None and seg is not None:
             seg.paused = (due.stop, options, t)
@@ -361,10 +361,11 @@ class CaptionSession:
                 await self._send(ev.CaptionPartial, segment=due.segment, text=t.text, stable=stable,
                                  start=seg.start, end=due.end)
 
-    async def _decode_partial(self, due: _Due, previous: tuple[int, ...], options: DecodeOptions) -> Transcript | None:
+    async def _decode_partial(self, due: _Due, previous: tuple[int, ...], options: DecodeOptions,
+                              pause: bool = False) -> Transcript | None:
         try:
             return await self.engine.transcribe(_writable(due.audio), options, stream=self.stream_id,
-                                                final=False, previous=previous)
+                                                final=False, pause=pause, previous=previous)
         except (Superseded, Overloaded, Cancelled) as e:
             log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
         except Exception:  # a preview is not worth a session: log it, the final will still come

@@ -112,5 +112,7 @@ def test_health_ready_and_metrics(server, jfk):
     assert metrics["livecaptions_engine_batch_size_count"] >= 1
     assert metrics['livecaptions_caption_lag_seconds_count{kind="final"}'] == len(finals(jfk["events"]))
     assert "livecaptions_engine_queue_depth" in metrics
+    assert metrics['livecaptions_engine_busy_seconds{stage="encode"}'] > 0  # the stream's segments were encoded
+    assert metrics['livecaptions_engine_busy_seconds{stage="decode"}'] > 0
     assert json.loads(get(server.http + "/v1/streams")[1]) == {"streams": {}}
 

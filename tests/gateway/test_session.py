@@ -223,8 +223,8 @@ class FirstSegmentLast(Engine):
         self.returned: list[tuple[bool, str]] = []  # (of the first utterance, text), in the order they returned
         self._later = asyncio.Event()
 
-    async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, previous=()):
-        t = await super().transcribe(audio, options, stream=stream, final=final, previous=previous)
+    async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, pause=False, previous=()):
+        t = await super().transcribe(audio, options, stream=stream, final=final, pause=pause, previous=previous)
         if len(audio) <= self.first:
             await self._later.wait()
         else:
