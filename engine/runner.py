@@ -84,7 +84,7 @@ class ModelRunner:
         return opencc.OpenCC("t2s" if self.config.zh_script == "simplified" else "s2t")
 
     @torch.inference_mode()
-    def features(self, audios: list[np.ndarray], encoder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(self, audios: list[np.ndarray], encoder: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segments -> mel batch (B, n_mels, F) and each row's real frames (None in full-window mode)."""
         n_mels = self.model.dims.n_mels
         if encoder == "full":
@@ -135,13 +135,13 @@ class ModelRunner:
         kernels round differently at other shapes (and int8 amplifies it), so this keeps a segment's features,
         and so its tokens, the same whatever else is in its batch."""
         if encoder == "full":
-            return self.model.encoder(*self.features(audios, encoder))
+            return self.model.encoder(*self._features(audios, encoder))
         groups: dict[int, list[int]] = {}
         for i, a in enumerate(audios):
             groups.setdefault(_bucket(self._frames(a)), []).append(i)
         parts = {}
         for idx in groups.values():
-            enc, mask = self.model.encoder(*self.features([audios[i] for i in idx], encoder))
+            enc, mask = self.model.encoder(*self._features([audios[i] for i in idx], encoder))
             parts |= {i: (e, m) for i, e, m in zip(idx, enc, mask)}
         T = max(e.shape[0] for e, _ in parts.values())
         enc = torch.stack([F.pad(parts[i][0], (0, 0, 0, T - parts[i][0].shape[0])) for i in range(len(audios))])
