@@ -190,6 +190,9 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp(self.mlp_ln(x))
 
 
+CROSS_SPLIT = 0.7  # cross-attention runs row by row when the rows' audio fills less than this of the padded batch
+
+
 class DecoderStep:
     """One decoder forward over packed tokens: row r feeds counts[r] tokens (its last one, maybe drafts), which go
     into its cache after its `lengths[r]` cached positions. Linears see only these N = sum(counts) tokens, never
@@ -215,6 +218,13 @@ class DecoderStep:
     def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None, cross: bool) -> Tensor:
         """Packed queries (N, D) over each row's keys/values (B, L, D), the cache's or the audio's -> (N, D)."""
         B, m = len(self.counts), self.m
+        if cross and self.cross_len is not None and sum(self.cross_len) < CROSS_SPLIT * B * k.shape[1]:
+            # rows of very different audio lengths: one call per row over its own audio beats padding them all
+            out = q.new_empty(q.shape)
+            for r, (n, start, end) in enumerate(zip(self.counts, self.starts, self.cross_len)):
+                out[start : start + n] = attention(q[None, start : start + n], k[r : r + 1, :end], v[r : r + 1, :end],
+                                                   n_head, None, dtype)[0]
+            return out
         if cross:
             head = attention(q[self.head].view(B, m, -1), k, v, n_head, self.cross_mask, dtype)
         else:
