@@ -198,7 +198,8 @@ class DecoderStep:
     into its cache after its `lengths[r]` cached positions. Linears see only these N = sum(counts) tokens, never
     padding. Attention: every row's first m tokens (m: the fewest any row feeds) in one batched call, the rest of
     a longer feed (drafts to verify) in a call of its own over views of that row's keys; so with equal feeds, as in
-    plain greedy, it is one call, and a row's drafts cost the other rows nothing."""
+    plain greedy, it is one call, and a row's drafts cost the other rows nothing. Cross-attention goes row by row,
+    each over its own audio, when padding every row to the longest audio would be most of the work (CROSS_SPLIT)."""
 
     def __init__(self, cache: KVCache, cross: CrossKV, counts: list[int], device: torch.device):
         self.cache, self.cross, self.counts = cache, cross, counts
