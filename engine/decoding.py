@@ -57,7 +57,7 @@ class Batch:
         order, moves = compaction(keep)
         self.rows = [self.rows[i] for i in order]
         self.cache.compact(moves, len(keep))
-        self.cross.compact(moves, len(keep))
+        self.cross.select(order)
         self.last_hidden = self.last_hidden[torch.tensor(order, dtype=torch.long, device=self.last_hidden.device)]
 
     @torch.inference_mode()  # the caches are inference tensors, written in place
@@ -165,7 +165,7 @@ class GreedyDecoder:
         need = [i for i, (r, d) in enumerate(zip(rows, drafts)) if not d and r.opts.drafts in ("mtp", "both")]
         if need and self.mtp is not None:
             idx = torch.tensor(need, device=self.device)
-            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[idx], AudioKV.of(cross, idx))):
+            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[idx], AudioKV.of(cross, need))):
                 drafts[i] = d
         return drafts
 

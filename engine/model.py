@@ -120,27 +120,26 @@ class KVCache:
 
 @dataclass
 class CrossKV:
-    """Cross-attention keys/values of every decoder layer, computed once per segment: (B, T, D) each.
-    mask (B, T) is True on real audio positions (None when no row is padded)."""
+    """Cross-attention keys/values of every decoder layer, computed once per segment and kept per row:
+    keys[i][r] is row r's (T_r, D) for layer i, its real audio positions only. Rows of any audio lengths batch
+    without padding, and joining or leaving a batch moves list entries, never tensor data."""
 
-    keys: list[Tensor]
-    values: list[Tensor]
-    mask: Tensor | None
+    keys: list[list[Tensor]]
+    values: list[list[Tensor]]
 
-    def compact(self, moves: list[tuple[int, int]], n: int) -> None:
-        self.keys, self.values = _compact(self.keys, moves, n), _compact(self.values, moves, n)
-        self.mask = None if self.mask is None else _compact([self.mask], moves, n)[0]
+    @property
+    def lengths(self) -> list[int]:
+        return [k.shape[0] for k in self.keys[0]]
+
+    def select(self, order: list[int]) -> None:
+        """Keep rows `order`, in that order."""
+        self.keys = [[layer[i] for i in order] for layer in self.keys]
+        self.values = [[layer[i] for i in order] for layer in self.values]
 
     def extend(self, other: CrossKV) -> None:
-        """Append `other`'s rows after ours; the shorter audio's padding is masked out."""
-        ta, tb = self.keys[0].shape[1], other.keys[0].shape[1]
-        T = max(ta, tb)
-        if self.mask is not None or other.mask is not None or ta != tb:
-            valid = lambda c, t: (c.mask if c.mask is not None  # noqa: E731
-                                  else torch.ones(c.keys[0].shape[0], t, dtype=torch.bool, device=c.keys[0].device))
-            self.mask = torch.cat([F.pad(valid(self, ta), (0, T - ta)), F.pad(valid(other, tb), (0, T - tb))])
-        self.keys = [_append(a, b, ta, tb) for a, b in zip(self.keys, other.keys)]
-        self.values = [_append(a, b, ta, tb) for a, b in zip(self.values, other.values)]
+        """Append `other`'s rows after ours."""
+        self.keys = [a + b for a, b in zip(self.keys, other.keys)]
+        self.values = [a + b for a, b in zip(self.values, other.values)]
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
@@ -180,17 +179,14 @@ class ResidualAttentionBlock(nn.Module):
         keys, values = cache.keys[layer], cache.values[layer]
         keys[step.rows, step.positions] = k.to(keys.dtype)
         values[step.rows, step.positions] = v.to(values.dtype)
-        x = x + self.attn_out(step.attend(q, keys, values, self.n_head, self.attn_dtype, cross=False))
+        x = x + self.attn_out(step.attend(q, keys, values, self.n_head, self.attn_dtype))
         q = self.cross_q(self.cross_ln(x))
         cross = step.cross
-        x = x + self.cross_out(step.attend(q, cross.keys[layer], cross.values[layer], self.n_head, self.attn_dtype, cross=True))
+        x = x + self.cross_out(step.attend_audio(q, cross.keys[layer], cross.values[layer], self.n_head, self.attn_dtype))
         return self._mlp(x)
 
     def _mlp(self, x: Tensor) -> Tensor:
         return x + self.mlp(self.mlp_ln(x))
-
-
-CROSS_SPLIT = 0.7  # cross-attention runs row by row when the rows' audio fills less than this of the padded batch
 
 
 class DecoderStep:
@@ -199,7 +195,7 @@ class DecoderStep:
     padding. Attention: every row's first m tokens (m: the fewest any row feeds) in one batched call, the rest of
     a longer feed (drafts to verify) in a call of its own over views of that row's keys; so with equal feeds, as in
     plain greedy, it is one call, and a row's drafts cost the other rows nothing. Cross-attention goes row by row,
-    each over its own audio, when padding every row to the longest audio would be most of the work (CROSS_SPLIT)."""
+    each over its own audio (CrossKV keeps no padding)."""
 
     def __init__(self, cache: KVCache, cross: CrossKV, counts: list[int], device: torch.device):
         self.cache, self.cross, self.counts = cache, cross, counts
@@ -213,39 +209,31 @@ class DecoderStep:
         self.key_len = max(self.lengths) + self.m
         self.head_mask = (torch.arange(self.key_len, device=device)[None, None, :]
                           <= cache.lengths[:, None, None] + torch.arange(self.m, device=device)[None, :, None])[:, None]
-        self.cross_mask = None if cross.mask is None else cross.mask[:, None, None, :]
-        self.cross_len = None if cross.mask is None else cross.mask.sum(1).tolist()
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None, cross: bool) -> Tensor:
-        """Packed queries (N, D) over each row's keys/values (B, L, D), the cache's or the audio's -> (N, D)."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None) -> Tensor:
+        """Packed queries (N, D) over each row's cached keys/values (B, L, D) -> (N, D)."""
         B, m = len(self.counts), self.m
-        if cross and self.cross_len is not None and sum(self.cross_len) < CROSS_SPLIT * B * k.shape[1]:
-            # rows of very different audio lengths: one call per row over its own audio beats padding them all
-            out = q.new_empty(q.shape)
-            for r, (n, start, end) in enumerate(zip(self.counts, self.starts, self.cross_len)):
-                out[start : start + n] = attention(q[None, start : start + n], k[r : r + 1, :end], v[r : r + 1, :end],
-                                                   n_head, None, dtype)[0]
-            return out
-        if cross:
-            head = attention(q[self.head].view(B, m, -1), k, v, n_head, self.cross_mask, dtype)
-        else:
-            head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
-                             self.head_mask, dtype)
+        head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
+                         self.head_mask, dtype)
         if all(n == m for n in self.counts):  # packed row after row, m each: the batched call is everything
             return head.view(-1, q.shape[-1])
         out = q.new_empty(q.shape)
         out[self.head] = head.view(-1, q.shape[-1])
         for r, (n, start, length) in enumerate(zip(self.counts, self.starts, self.lengths)):
-            if n == m:
-                continue
-            tail = q[None, start + m : start + n]  # (1, n - m, D): this row's remaining tokens
-            if cross:
-                end = k.shape[1] if self.cross_len is None else self.cross_len[r]
-                out[start + m : start + n] = attention(tail, k[r : r + 1, :end], v[r : r + 1, :end], n_head, None, dtype)[0]
-            else:
+            if n > m:  # this row's remaining tokens, causal among themselves
                 end = length + n
                 causal = torch.arange(end, device=q.device)[None, :] <= torch.arange(length + m, end, device=q.device)[:, None]
-                out[start + m : start + n] = attention(tail, k[r : r + 1, :end], v[r : r + 1, :end], n_head, causal, dtype)[0]
+                out[start + m : start + n] = attention(q[None, start + m : start + n], k[r : r + 1, :end],
+                                                       v[r : r + 1, :end], n_head, causal, dtype)[0]
+        return out
+
+    def attend_audio(self, q: Tensor, keys: list[Tensor], values: list[Tensor], n_head: int,
+                     dtype: torch.dtype | None) -> Tensor:
+        """Packed queries (N, D) over each row's own audio keys/values (T_r, D) -> (N, D): one call per row, no
+        padding (segments of a batch range from a second to 30 s)."""
+        out = q.new_empty(q.shape)
+        for n, start, k, v in zip(self.counts, self.starts, keys, values):
+            out[start : start + n] = attention(q[None, start : start + n], k[None], v[None], n_head, None, dtype)[0]
         return out
 
 
@@ -289,9 +277,16 @@ class TextDecoder(nn.Module):
         self.unembed.weight = self.token_embedding.weight
 
     def cross_kv(self, audio: Tensor, mask: Tensor | None) -> CrossKV:
-        """Project the encoder output (B, T, D) once into every layer's cross-attention keys/values."""
-        kv = [block.cross_kv(audio).to(self.attn_dtype or audio.dtype).chunk(2, dim=-1) for block in self.blocks]
-        return CrossKV([k for k, _ in kv], [v for _, v in kv], mask)
+        """Project the encoder output (B, T, D), mask (B, T) of real positions or None, once into every layer's
+        cross-attention keys/values, each row cut to its real audio (a copy: the padded batch is not kept alive)."""
+        T = audio.shape[1]
+        lengths = [T] * audio.shape[0] if mask is None else mask.sum(1).tolist()
+        keys, values = [], []
+        for block in self.blocks:
+            kv = block.cross_kv(audio).to(self.attn_dtype or audio.dtype)
+            keys.append([kv[r, :t, : kv.shape[-1] // 2].clone() for r, t in enumerate(lengths)])
+            values.append([kv[r, :t, kv.shape[-1] // 2 :].clone() for r, t in enumerate(lengths)])
+        return CrossKV(keys, values)
 
     def forward(self, tokens: Tensor, counts: list[int], cache: KVCache, cross: CrossKV) -> Tensor:
         """tokens (N,) packed row after row, counts[r] of them for row r, appended after each row's cached prefix

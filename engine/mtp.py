@@ -70,10 +70,13 @@ class AudioKV:
     mask: Tensor | None
 
     @classmethod
-    def of(cls, cross: CrossKV, rows: Tensor | None = None) -> AudioKV:
-        pick = (lambda t: t) if rows is None else (lambda t: t[rows])  # noqa: E731
-        mask = None if cross.mask is None else pick(cross.mask)[:, None, None, :]
-        return cls(pick(cross.keys[-1]), pick(cross.values[-1]), mask)
+    def of(cls, cross: CrossKV, rows: list[int]) -> AudioKV:
+        """`rows` of a batch's cross keys/values, padded to their longest audio (a copy: the heads batch their rows)."""
+        keys, values = [cross.keys[-1][r] for r in rows], [cross.values[-1][r] for r in rows]
+        lengths = torch.tensor([k.shape[0] for k in keys], device=keys[0].device)
+        mask = torch.arange(int(lengths.max()), device=keys[0].device)[None, :] < lengths[:, None]
+        pad = lambda ts: torch.nn.utils.rnn.pad_sequence(ts, batch_first=True)  # noqa: E731
+        return cls(pad(keys), pad(values), mask[:, None, None, :])
 
 
 class MTPDrafter:
