@@ -163,12 +163,12 @@ class Engine:
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
             t0 = time.perf_counter()
-            started = [(new, [a for a in group if a.rid in new[1]]) for group, encoder in ((retry, "full"), (admitted, None))
+            started = [new for group, encoder in ((retry, "full"), (admitted, None))
                        if group and (new := self._start(group, encoder)) is not None]
             spent = time.perf_counter() - t0
             with self._wake:
                 self._preparing = []  # a request that could not start has its future failed
-                self._ready += [(batch, group) for (batch, _), group in started]
+                self._ready += started
                 if admitted:
                     self._record(admitted, spent)
                     if not any(a.request.final or a.request.pause for a in admitted):  # previews only
@@ -225,12 +225,12 @@ class Engine:
         self._credit_at = now
         return self._credit
 
-    def _start(self, group: list[_Running], encoder: str | None) -> tuple[Batch, set[int]] | None:
-        """Encode and prefill `group` -> its batch and the ids in it; a request that cannot start fails alone."""
+    def _start(self, group: list[_Running], encoder: str | None) -> tuple[Batch, list[_Running]] | None:
+        """Encode and prefill `group` -> its batch and the requests in it; a request that cannot start fails alone."""
         try:
             batch = self.runner.start([a.request.audio for a in group], [a.request.options for a in group],
                                       [a.rid for a in group], encoder)
-            return batch, {a.rid for a in group}
+            return batch, group
         except Exception as e:
             if len(group) == 1:
                 group[0].future.set_exception(e)
@@ -241,7 +241,7 @@ class Engine:
                 return None
             for b, _ in ok[1:]:
                 ok[0][0].extend(b)
-            return ok[0][0], set().union(*(ids for _, ids in ok))
+            return ok[0][0], [a for _, started in ok for a in started]
 
     def _record(self, admitted: list[_Running], seconds: float) -> None:
         s, size = self.stats, len(self._in_flight())
