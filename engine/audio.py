@@ -12,6 +12,7 @@ N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 ENCODER_STRIDE = 2  # the second conv halves the frame rate: 1500 encoder positions per 30 s
+HOP_PAD = 400  # samples of zeros after a trimmed segment's padding: the last frames see silence, not a reflection
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:

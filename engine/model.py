@@ -7,7 +7,7 @@ row has its own length, so segments of a batch can advance (or roll back) by dif
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -142,6 +142,28 @@ class CrossKV:
         self.values = [a + b for a, b in zip(self.values, other.values)]
 
 
+@dataclass
+class EncoderCache:
+    """A growing segment's encoder self-attention keys/values, (1, T, D) per layer, of the positions its earlier
+    previews committed (engine/preview.py). Each call encodes only the positions after them and keeps the
+    first `commit` positions of the result for the next call."""
+
+    keys: list[Tensor] = field(default_factory=list)  # filled by the first call
+    values: list[Tensor] = field(default_factory=list)
+    length: int = 0  # positions cached
+    commit: int = 0  # positions to keep after this call (>= length)
+
+    def attach(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """This call's keys/values of `layer` (1, n, D) -> the cached ones followed by them; keeps the committed."""
+        if layer < len(self.keys):
+            k, v = torch.cat([self.keys[layer], k], 1), torch.cat([self.values[layer], v], 1)
+            self.keys[layer], self.values[layer] = k[:, : self.commit], v[:, : self.commit]
+        else:
+            self.keys.append(k[:, : self.commit])
+            self.values.append(v[:, : self.commit])
+        return k, v
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
     """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D) in q's dtype; mask broadcasts to (B, 1, n, L),
     True = attend. Runs in `dtype` (default: the keys'); see Whisper for why float64."""
@@ -170,10 +192,14 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp_ln = LayerNorm(n_state)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
 
-    def forward(self, x: Tensor, mask: Tensor | None, step: DecoderStep | None = None, layer: int = 0) -> Tensor:
-        """Encoder: x (B, T, D) under `mask`. Decoder (`step` given): x (N, D), the step's packed new tokens."""
+    def forward(self, x: Tensor, mask: Tensor | None, step: DecoderStep | None = None, layer: int = 0,
+                past: EncoderCache | None = None) -> Tensor:
+        """Encoder: x (B, T, D) under `mask`, after the positions of `past` if given. Decoder (`step` given):
+        x (N, D), the step's packed new tokens."""
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
         if step is None:
+            if past is not None:
+                k, v = past.attach(layer, k, v)
             return self._mlp(x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype)))
         cache = step.cache  # append this step's keys/values to the cache, attend over all of it
         keys, values = cache.keys[layer], cache.values[layer]
@@ -263,6 +289,21 @@ class AudioEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, attn_mask)
         return self.ln_post(x), mask
+
+    def extend(self, mel: Tensor, cache: EncoderCache, commit: int) -> Tensor:
+        """Streaming: mel (1, n_mels, F) of a segment whose first cache.length positions are cached -> features of
+        the positions after them (1, T - cache.length, D), attending over the cached ones as well; then positions
+        up to `commit` are cached. Cached positions never saw the audio after them, so this approximates
+        `forward` (for previews: engine/preview.py)."""
+        t0 = cache.length
+        s = max(0, 2 * t0 - 4)  # frames from here give the new positions their exact convolution inputs
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel[:, :, s:])))).transpose(1, 2)[:, t0 - s // 2 :]
+        x = x + self.positional_embedding[t0 : t0 + x.shape[1]].to(x.dtype)
+        cache.commit = max(t0, min(commit, t0 + x.shape[1]))
+        for i, block in enumerate(self.blocks):
+            x = block(x, None, past=cache, layer=i)
+        cache.length = cache.commit
+        return self.ln_post(x)
 
 
 class TextDecoder(nn.Module):

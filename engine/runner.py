@@ -12,17 +12,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
+from engine.audio import HOP_PAD, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
 from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
 from engine.model import CrossKV, Whisper
 from engine.models import resolve
+from engine.preview import Preview, preview_cross
 from engine.mtp import find_heads, load_heads
 from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
 
 MIN_SAMPLES = SAMPLE_RATE // 10  # 100 ms: shorter input holds no word
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: a segment whose loudest sample stays below holds no speech
 
 
 def pick_device(device: str) -> torch.device:
@@ -117,7 +119,7 @@ class ModelRunner:
                 again = self._run([chunk[j] for j in retry], [chunk_opts[j] for j in retry], "full")
                 for j, r in zip(retry, again):
                     results[j] = r
-            out += [self.finish(r, o) for r, o in zip(results, chunk_opts)]
+            out += [self.finish(r, o, a) for r, o, a in zip(results, chunk_opts, chunk)]
         return out
 
     def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
@@ -148,24 +150,43 @@ class ModelRunner:
         mask = torch.stack([F.pad(parts[i][1], (0, T - parts[i][1].shape[0])) for i in range(len(audios))])
         return enc, mask
 
-    def _cross(self, audios: list[np.ndarray], encoder: str) -> CrossKV:
-        return self.model.decoder.cross_kv(*self.encode(audios, encoder))
+    def _cross(self, audios: list[np.ndarray], encoder: str, previews: list[Preview | None] | None = None) -> CrossKV:
+        """Rows with a Preview state encode only what is new since its last preview (engine/preview.py)."""
+        previews = previews if previews and encoder == "trim" else [None] * len(audios)
+        full = [i for i, p in enumerate(previews) if p is None]
+        cross = self.model.decoder.cross_kv(*self.encode([audios[i] for i in full], encoder)) if full else None
+        for i, p in enumerate(previews):
+            if p is not None:
+                row = preview_cross(self.model, audios[i], p, self.dtype)
+                if cross is None:
+                    cross = row
+                else:
+                    cross.extend(row)
+        assert cross is not None
+        if len(full) < len(audios):  # back into the callers' order: full rows came first, then previews
+            at = {i: n for n, i in enumerate(full + [i for i, p in enumerate(previews) if p is not None])}
+            cross.select([at[i] for i in range(len(audios))])
+        return cross
 
     @torch.inference_mode()
     def start(self, audios: list[np.ndarray], options: list[DecodeOptions], keys: list[object],
-              encoder: str | None = None) -> Batch:
-        """Encode segments and prefill their decoding -> a Batch to `step` (or to `extend` a running one with)."""
+              encoder: str | None = None, previews: list[Preview | None] | None = None) -> Batch:
+        """Encode segments and prefill their decoding -> a Batch to `step` (or to `extend` a running one with).
+        `previews`: per row, None, or the Preview state of a partial of a growing segment (updated in place)."""
         for a in audios:
             check_segment(a)
-        return self.decoder.prefill(self._cross(audios, encoder or self.config.encoder), options, keys)
+        return self.decoder.prefill(self._cross(audios, encoder or self.config.encoder, previews), options, keys)
 
     def step(self, batch: Batch) -> list[tuple[object, DecodeResult]]:
         """One decoder step of a running batch -> the rows that finished, by key (they leave the batch)."""
         return self.decoder.step(batch)
 
-    def finish(self, r: DecodeResult, opts: DecodeOptions) -> Transcript:
-        """A decode result as returned: empty text when it is silence, post-processed otherwise."""
-        return Transcript("" if r.silent(opts) else self.postprocess(r.text, r.language), r)
+    def finish(self, r: DecodeResult, opts: DecodeOptions, audio: np.ndarray) -> Transcript:
+        """A decode result as returned: empty text when it is silence, post-processed otherwise. Whisper's rule
+        (DecodeResult.silent) lets near-digital silence through as " you" now and then, so audio that never
+        reaches SILENCE_PEAK is silence whatever the decoder made of it."""
+        silent = r.silent(opts) or not np.abs(audio).max() >= SILENCE_PEAK
+        return Transcript("" if silent else self.postprocess(r.text, r.language), r)
 
     def postprocess(self, text: str, language: str) -> str:
         """The model's text as we return it: stripped, Chinese in the configured script."""
@@ -179,7 +200,6 @@ class ModelRunner:
         self.transcribe([np.zeros(SAMPLE_RATE, dtype=np.float32)], replace(DecodeOptions(), language="en", max_new_tokens=4))
 
 
-HOP_PAD = 400  # samples of zeros after a trimmed segment: the last frames see silence, not a reflection
 BUCKET = 50  # mel frames (0.5 s): trimmed rows are encoded at their frames rounded up to this (the rest masked)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.decoding import Batch
 from engine.messages import DecodeOptions, Transcript
+from engine.preview import Preview
 from engine.runner import ModelRunner
 from engine.scheduler import Cancelled, Request, Scheduler
 
@@ -32,6 +33,7 @@ ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting f
 # pauses, so they keep real time longer. (Their decode steps are shared with the rest of the batch: not counted.)
 PARTIAL_SHARE = 0.5
 PARTIAL_BURST_S = 1.0
+MAX_PREVIEWS = 1024  # streams whose growing segment's encoding is kept for their next partial (engine/preview.py)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Engine:
         self._retry: list[_Running] = []  # looped in trim mode: encoded again over the 30 s window, ahead of the queue
         self._preparing: list[_Running] = []  # being encoded
         self._decoding: list[_Running] = []  # rows of the decode batch (the decoder's own list, as of its last step)
+        self._previews: dict[str, Preview] = {}  # by stream: its current segment's encoding, kept for its next partial
         self._threads = [threading.Thread(target=loop, name=f"livecaptions-{name}", daemon=True)
                          for name, loop in (("encoder", self._encode_loop), ("decoder", self._decode_loop))]
         for thread in self._threads:
@@ -106,6 +109,7 @@ class Engine:
         """Drop every queued request of `stream` -> how many."""
         with self._wake:
             gone = self._scheduler.cancel(stream)
+            self._previews.pop(stream, None)
             for i in gone:
                 fut = self._futures.pop(i)
                 if not fut.done():
@@ -162,9 +166,10 @@ class Engine:
                 # False: its caller cancelled it while it was queued
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
+                previews = [self._preview(a.request) for a in admitted]
             t0 = time.perf_counter()
-            started = [new for group, encoder in ((retry, "full"), (admitted, None))
-                       if group and (new := self._start(group, encoder)) is not None]
+            started = [new for group, encoder, kept in ((retry, "full", None), (admitted, None, previews))
+                       if group and (new := self._start(group, encoder, kept)) is not None]
             spent = time.perf_counter() - t0
             with self._wake:
                 self._preparing = []  # a request that could not start has its future failed
@@ -208,7 +213,7 @@ class Engine:
                         # Whisper falls back to sampling when a decode loops; we fall back to its 30 s window.
                         retry.append(replace(a, encoder="full"))
                     elif not a.future.done():
-                        a.future.set_result(self.runner.finish(result, a.request.options))
+                        a.future.set_result(self.runner.finish(result, a.request.options, a.request.audio))
                 if batch is not None and not batch.rows:
                     batch = None  # drained: its caches (spare rows included) go, the next admission sizes its own
             spent = time.perf_counter() - t0
@@ -225,17 +230,31 @@ class Engine:
         self._credit_at = now
         return self._credit
 
-    def _start(self, group: list[_Running], encoder: str | None) -> tuple[Batch, list[_Running]] | None:
+    def _preview(self, req: Request) -> Preview | None:
+        """The kept encoding of `req`'s stream when it is a preview; a final ends its segment, and so the state."""
+        if req.final:
+            self._previews.pop(req.stream, None)
+            return None
+        if req.pause:  # may become the final: encoded in full, and the segment may go on
+            return None
+        state = self._previews.pop(req.stream, None) or Preview()
+        self._previews[req.stream] = state  # most recently used last
+        if len(self._previews) > MAX_PREVIEWS:
+            del self._previews[next(iter(self._previews))]
+        return state
+
+    def _start(self, group: list[_Running], encoder: str | None,
+               previews: list[Preview | None] | None = None) -> tuple[Batch, list[_Running]] | None:
         """Encode and prefill `group` -> its batch and the requests in it; a request that cannot start fails alone."""
         try:
             batch = self.runner.start([a.request.audio for a in group], [a.request.options for a in group],
-                                      [a.rid for a in group], encoder)
+                                      [a.rid for a in group], encoder, previews)
             return batch, group
         except Exception as e:
             if len(group) == 1:
                 group[0].future.set_exception(e)
                 return None
-            parts = [self._start([a], encoder) for a in group]
+            parts = [self._start([a], encoder, [p]) for a, p in zip(group, previews or [None] * len(group))]
             ok = [p for p in parts if p is not None]
             if not ok:
                 return None

@@ -1,0 +1,86 @@
+"""Previews of a growing segment that encode only its new audio.
+
+A live segment is decoded again every half second for its partial caption, and encoding the whole segment each
+time makes a preview cost grow with the segment (quadratic over it). Here a stream's previews keep the encoder's
+keys/values, and the decoder's cross-attention keys/values, of the positions an earlier preview already
+encoded, and each preview encodes only the positions after them, attending over the kept ones
+(`AudioEncoder.extend`). The kept positions never saw the audio after them, so this approximates the full
+encode: measured on ../shared/speech (partials every 0.5 s of the first 20 s of three English clips), the text
+differs from the full encode's in 0.5 % of the words, at a third of the encoder time. Finals, and pauses (which
+may become finals), always get the full encode.
+
+The positions of the last MARGIN_S of audio are encoded again by the next preview: they saw only the silence
+padding after them, and re-encoding them with the audio that follows keeps word endings right. PAD_S of silence
+after the audio tells the decoder where speech stops, as in trimmed encoding (EngineConfig.trim_pad_s); measured
+against shorter pads (word differences: 1.5 s 0.5 %, 1.0 s 3.1 %, 0.5 s 8.1 %).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.audio import HOP_LENGTH, HOP_PAD, SAMPLE_RATE, log_mel_spectrogram, n_frames
+from engine.model import CrossKV, EncoderCache, Whisper
+
+PAD_S = 1.5
+MARGIN_S = 0.5
+
+
+@dataclass
+class Preview:
+    """One stream's kept encoding of its current segment, valid for audio that starts with `audio`. Only the
+    thread that runs the previews touches it."""
+
+    encoder: EncoderCache = field(default_factory=EncoderCache)
+    cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per decoder layer, (T, D) each
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the samples the kept positions cover
+
+    def reset(self) -> None:
+        self.encoder, self.cross, self.audio = EncoderCache(), [], np.zeros(0, np.float32)
+
+    def extends(self, audio: np.ndarray) -> bool:
+        n = len(self.audio)
+        return n <= len(audio) and np.array_equal(audio[:n], self.audio)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.encoder.keys + self.encoder.values) + sum(k.nbytes + v.nbytes for k, v in self.cross)
+
+
+@torch.inference_mode()
+def preview_cross(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype) -> CrossKV:
+    """A segment's cross-attention keys/values for a preview, as one CrossKV row; `state` is updated for the next,
+    longer audio of the segment (and starts afresh when `audio` does not extend what it kept)."""
+    if not state.extends(audio):
+        state.reset()
+    try:
+        return _extend(model, audio, state, dtype)
+    except BaseException:
+        state.reset()  # half updated: the next preview starts afresh
+        raise
+
+
+def _extend(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype) -> CrossKV:
+    enc, dec = model.encoder, model.decoder
+    pad = int(PAD_S * SAMPLE_RATE)
+    frames = n_frames(len(audio) + pad)
+    device = dec.positional_embedding.device
+    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=pad + HOP_PAD)[:, :frames].to(device, dtype)
+    commit = max(0, n_frames(len(audio)) - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2
+    features = enc.extend(mel[None], state.encoder, commit)[0]
+    new = dec.cross_kv(features[None], None)
+    kept = state.encoder.length
+    keys, values = [], []
+    for i, (k, v) in enumerate(zip(new.keys, new.values)):
+        k, v = k[0], v[0]
+        if i < len(state.cross):
+            k, v = torch.cat([state.cross[i][0], k]), torch.cat([state.cross[i][1], v])
+            state.cross[i] = k[:kept], v[:kept]
+        else:
+            state.cross.append((k[:kept], v[:kept]))
+        keys.append([k])
+        values.append([v])
+    state.audio = audio[: kept * 2 * HOP_LENGTH].copy()
+    return CrossKV(keys, values)

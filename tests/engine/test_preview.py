@@ -1,0 +1,73 @@
+"""Previews of a growing segment encode only the audio that is new since the stream's last preview, read nearly
+what the full encode reads, start afresh on other audio, and are dropped with their segment."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from bench.scoring import error_rate
+from engine.audio import HOP_LENGTH, SAMPLE_RATE
+from engine.messages import DecodeOptions
+from engine.preview import MARGIN_S, Preview
+from engine.service import Engine
+from tests.conftest import load_clip
+
+
+def _decode(runner, audio: np.ndarray, opts: DecodeOptions, preview: Preview | None = None) -> str:
+    batch = runner.start([audio], [opts], [0], previews=[preview])
+    done = []
+    while batch.rows:
+        done += runner.step(batch)
+    return done[0][1].text
+
+
+def test_previews_of_a_growing_segment_read_what_the_full_encode_reads(runners, speech):
+    runner = runners("base", "int8")
+    opts = DecodeOptions(language="en", drafts=None)
+    pairs = []
+    for clip in [c for c in speech if c.language == "en" and c.duration_s > 8][:2]:
+        audio, state = load_clip(clip)[: 12 * SAMPLE_RATE], Preview()
+        for end in np.arange(1.0, len(audio) / SAMPLE_RATE, 0.5):
+            seg = audio[: int(end * SAMPLE_RATE)]
+            pairs.append((_decode(runner, seg, opts), _decode(runner, seg, opts, state)))
+            # positions kept: everything but the last MARGIN_S, whose samples the state holds to check the next call
+            kept = max(0, len(seg) // HOP_LENGTH - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2
+            assert state.encoder.length == kept and len(state.audio) == kept * 2 * HOP_LENGTH
+            assert all(k.shape[0] == kept for k, _ in state.cross)
+    assert len(pairs) > 20 and error_rate(pairs, "en") < 5.0, pairs
+
+
+def test_a_preview_of_other_audio_starts_afresh(runners, speech):
+    runner = runners("base", "int8")
+    opts = DecodeOptions(language="en", drafts=None)
+    clips = [load_clip(c) for c in speech if c.language == "en" and c.duration_s > 8][:2]
+    a, b = clips[0][: 6 * SAMPLE_RATE], clips[1][: 5 * SAMPLE_RATE]
+    state = Preview()
+    _decode(runner, a[: 4 * SAMPLE_RATE], opts, state)
+    assert state.extends(a) and not state.extends(b)
+    assert _decode(runner, b, opts, state) == _decode(runner, b, opts, Preview())  # nothing of `a` is used
+
+
+def test_engine_keeps_a_preview_per_stream_until_its_final(runners, speech):
+    runner = runners("base", "int8")
+    audio = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
+    engine = Engine(runner)
+    opts = DecodeOptions(language="en")
+
+    async def main():
+        for end in (3, 4, 5):
+            await engine.transcribe(audio[: end * SAMPLE_RATE], opts, stream="a", final=False)
+        await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="b", final=False)
+        kept = dict(engine._previews)
+        await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)  # segment over
+        after_final = dict(engine._previews)
+        engine.cancel_stream("b")
+        return kept, after_final
+
+    try:
+        kept, after_final = asyncio.run(main())
+    finally:
+        engine.close()
+    assert set(kept) == {"a", "b"} and kept["a"].encoder.length > kept["b"].encoder.length > 0
+    assert set(after_final) == {"b"} and engine._previews == {}
