@@ -70,7 +70,7 @@ class PartialDue(_Span):
 
 
 class SpeechPaused(_Span):
-    """Segment `index` has been quiet for `post_roll_ms`: `audio` is exactly what its SpeechEnded will hold if no
+    """Segment `index` has been quiet for `pause_ms`: `audio` is exactly what its SpeechEnded will hold if no
     speech comes before the endpoint. Decoding it now has the final ready the moment the segment ends."""
 
 

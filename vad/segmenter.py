@@ -9,8 +9,9 @@ so the events depend only on the samples, never on how they were chunked. Per la
   pending -> open     once its voiced frames span `min_speech_ms`: emits SpeechStarted. A pending burst that goes
                       quiet for `endpoint_ms` is dropped as a click.
   open    -> open     every `partial_interval_ms` while speech goes on: PartialDue (none in a pause); and
-                      `post_roll_ms` after the last voiced frame: SpeechPaused, with the audio SpeechEnded will have
-                      if the silence lasts (once per pause).
+                      `pause_ms` after the last voiced frame (`post_roll_ms` when the segment's endpoint comes
+                      sooner): SpeechPaused, with the audio SpeechEnded will have if the silence lasts (once per
+                      pause).
   open    -> idle     after `endpoint_ms` with no voiced run of MIN_RUN_MS: emits SpeechEnded, `post_roll_ms` after
                       the last voiced frame.
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
@@ -150,7 +151,8 @@ class Segmenter:
         if not seg.confirmed and seg.voiced_end >= seg.confirm_at:
             seg.confirmed = True
             events.append(SpeechStarted(self._index, seg.start, cfg.sample_rate))
-        if end - seg.voiced_end >= cfg.samples(cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)):
+        endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
+        if end - seg.voiced_end >= cfg.samples(endpoint_ms):
             if seg.confirmed:  # post_roll_ms <= endpoint_ms, so the post-roll is already buffered
                 events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
             self._seg = None
@@ -162,7 +164,7 @@ class Segmenter:
             seg.partial_mark = end
             events.append(PartialDue(self._index, seg.start, end, self._audio(seg.start, end), cfg.sample_rate))
         if self._seg is seg and seg.confirmed and seg.paused_at != seg.voiced_end \
-                and end - seg.voiced_end >= cfg.samples(cfg.post_roll_ms):
+                and end - seg.voiced_end >= cfg.samples(cfg.pause_ms if cfg.pause_ms < endpoint_ms else cfg.post_roll_ms):
             seg.paused_at, stop = seg.voiced_end, seg.voiced_end + cfg.samples(cfg.post_roll_ms)
             events.append(SpeechPaused(self._index, seg.start, stop, self._audio(seg.start, stop), cfg.sample_rate))
         return events

@@ -252,7 +252,7 @@ def test_to_int16_round_trips_and_clips():
 
 
 def test_a_pause_announces_the_audio_its_segment_will_end_with(spliced):
-    """SpeechPaused comes post_roll_ms after the last voiced frame, once per pause, holding exactly stream[start:end];
+    """SpeechPaused comes pause_ms after the last voiced frame, once per pause, holding exactly stream[start:end];
     when the silence then lasts to the endpoint, SpeechEnded has that very audio (its decode can be the final)."""
     pcm, config = spliced.pcm, SegmenterConfig()
     events = stream(pcm, 592, config)
