@@ -202,7 +202,9 @@ class Engine:
                         batch = _fail(running, e)
             retry: list[_Running] = []
             t0 = time.perf_counter()
+            stepped = False  # stays so when joining failed the whole batch
             if batch is not None and batch.rows:
+                stepped = True
                 try:
                     finished = self.runner.step(batch)
                 except Exception as e:
@@ -220,7 +222,7 @@ class Engine:
             with self._wake:
                 self._decoding = list(running.values())
                 self._retry += retry  # back to the encoder, ahead of the queue
-                self.stats = replace(self.stats, steps=self.stats.steps + 1, decode_s=self.stats.decode_s + spent)
+                self.stats = replace(self.stats, steps=self.stats.steps + stepped, decode_s=self.stats.decode_s + spent)
                 self._wake.notify_all()
 
     def _partial_credit(self) -> float:
