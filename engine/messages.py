@@ -18,7 +18,7 @@ class EngineConfig:
     model: str = "base"  # bundled name (base, tiny.en) or a model folder
     device: str = "auto"  # cuda when available, else cpu
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (all cores)
+    threads: int = 0  # CPU threads for torch (per engine worker); 0: all cores, or half each for the service's two
     encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s measured as accurate as full on ../shared/speech (README)
     trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
     zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters

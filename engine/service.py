@@ -145,6 +145,7 @@ class Engine:
         return self._retry + self._preparing + [a for _, group in self._ready for a in group] + self._decoding
 
     def _encode_loop(self) -> None:
+        self.runner.share_cores(len(self._threads))
         while True:
             with self._wake:
                 while True:
@@ -181,6 +182,7 @@ class Engine:
                 self._wake.notify_all()
 
     def _decode_loop(self) -> None:
+        self.runner.share_cores(len(self._threads))
         batch: Batch | None = None
         running: dict[int, _Running] = {}
         while True:

@@ -15,7 +15,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=env("LIVECAPTIONS_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
     p.add_argument("--compute-type", default=env("LIVECAPTIONS_COMPUTE_TYPE", "auto"),
                    choices=("auto", "float32", "bfloat16", "float16", "int8"), help="auto: int8 on CPU, float16 on CUDA")
-    p.add_argument("--threads", type=int, default=int(env("LIVECAPTIONS_THREADS", "0")), help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=int(env("LIVECAPTIONS_THREADS", "0")),
+                   help="CPU threads per engine worker (0: all cores; when serving, half each for its two workers)")
     p.add_argument("--encoder", default=env("LIVECAPTIONS_ENCODER", "trim"), choices=("trim", "full"),
                    help="trim: encode each segment's true length (default); full: pad to 30 s like Whisper")
     p.add_argument("--zh-script", default="simplified", choices=("simplified", "traditional", "as-is"))
