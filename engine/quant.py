@@ -10,11 +10,11 @@ depends on that row alone, to the last bit (draft verification and continuous ba
 dynamic int8 linear (`quantize_dynamic`) picks one activation scale for the whole input tensor instead, so a row's
 output changes with its batch neighbours. Measured on this 2-core CPU against the per-tensor fbgemm kernel behind
 an affine per-row map that this module used before: 500 x 512 -> 1536 (encoder) 2.6 -> 1.2 ms, 16 x 2048 -> 512
-(decoder step) 0.32 -> 0.19 ms, relative error 0.014 -> 0.008; only the tied unembedding at one row is slower
-(51865 outputs: 0.9 -> 1.8 ms).
+(decoder step) 0.32 -> 0.19 ms, relative error 0.014 -> 0.008.
 
-The tied unembedding (51865 outputs, read for one to a few rows per decoder step) is faster on fbgemm's packed
-weights: 1.8 -> 0.8 ms at one row, 2.2 -> 1.3 ms at eight. fbgemm quantises its whole input with one scale, so
+The tied unembedding (51865 outputs, read for one to a few rows per decoder step) is the exception: there fbgemm's
+packed weights read faster (_int_mm 1.8 ms at one row and 2.2 at eight, fbgemm 0.7 and 1.0). fbgemm quantises its
+whole input with one scale, so
 there each row is first divided by its largest magnitude and two sentinel columns holding exactly +1 and -1 (with
 zero weights) pin that scale: every call quantises with the same parameters, and a row's output again depends on
 that row alone.
