@@ -44,10 +44,6 @@ class Preview:
         n = len(self.audio)
         return n <= len(audio) and np.array_equal(audio[:n], self.audio)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.encoder.keys + self.encoder.values) + sum(k.nbytes + v.nbytes for k, v in self.cross)
-
 
 @torch.inference_mode()
 def preview_cross(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype) -> CrossKV:

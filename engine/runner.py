@@ -18,8 +18,8 @@ from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
 from engine.model import CrossKV, Whisper
 from engine.models import resolve
-from engine.preview import Preview, preview_cross
 from engine.mtp import find_heads, load_heads
+from engine.preview import Preview, preview_cross
 from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
 
@@ -194,7 +194,7 @@ class ModelRunner:
         """A decode result as returned: empty text when it is silence, post-processed otherwise. Whisper's rule
         (DecodeResult.silent) lets near-digital silence through as " you" now and then, so audio that never
         reaches SILENCE_PEAK is silence whatever the decoder made of it."""
-        silent = r.silent(opts) or not np.abs(audio).max() >= SILENCE_PEAK
+        silent = r.silent(opts) or np.abs(audio).max() < SILENCE_PEAK
         return Transcript("" if silent else self.postprocess(r.text, r.language), r)
 
     def postprocess(self, text: str, language: str) -> str:

@@ -5,7 +5,8 @@
 
 Continuous batching, as a two-stage pipeline. The encoder worker admits waiting requests (engine/scheduler.py
 decides which: finals first; partials within an audio budget, within their share of the engine's time, and only
-while no final waits or decodes), encodes them and prefills their decoding. The decoder worker joins them to the
+while no final waits or decodes), encodes them (a partial only the audio that is new since its stream's last
+partial: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
 running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
 verified inside it) and resolves the rows that finished. So a final waits for at most the encode in progress and
 its own, never for a batch of partials to finish decoding; and encoding overlaps decoding. Cancelling the
