@@ -14,10 +14,9 @@ an affine per-row map that this module used before: 500 x 512 -> 1536 (encoder) 
 
 The tied unembedding (51865 outputs, read for one to a few rows per decoder step) is the exception: there fbgemm's
 packed weights read faster (_int_mm 1.8 ms at one row and 2.2 at eight, fbgemm 0.7 and 1.0). fbgemm quantises its
-whole input with one scale, so
-there each row is first divided by its largest magnitude and two sentinel columns holding exactly +1 and -1 (with
-zero weights) pin that scale: every call quantises with the same parameters, and a row's output again depends on
-that row alone.
+whole input with one scale, so there each row is first divided by its largest magnitude and two sentinel columns
+holding exactly +1 and -1 (with zero weights) pin that scale: every call quantises with the same parameters, and a
+row's output again depends on that row alone.
 """
 from __future__ import annotations
 
@@ -54,15 +53,15 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         if self.wide:
-            s = x.abs().amax(-1, keepdim=True).clamp_(min=1e-12)
-            xn = torch.cat([x / s, self.sentinels.expand(x.shape[0], SENTINELS)], dim=-1)
+            rescale = x.abs().amax(-1, keepdim=True).clamp_(min=1e-12)  # rows into [-1, 1]
+            xn = torch.cat([x / rescale, self.sentinels.expand(x.shape[0], SENTINELS)], dim=-1)
             y = torch.ops.quantized.linear_dynamic(xn, self._packed, True)
         else:
-            s = (x.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-12)
-            y = torch._int_mm(torch.round(x / s).to(torch.int8), self.weight_t).float()
-            s = s * self.scale
+            s_x = (x.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-12)
+            y = torch._int_mm(torch.round(x / s_x).to(torch.int8), self.weight_t).float()
+            rescale = s_x * self.scale
         # elementwise, not addmm: a matmul kernel chosen by the row count could round a row differently
-        return torch.addcmul(self.bias, y, s).reshape(*shape[:-1], self.out_features)
+        return torch.addcmul(self.bias, y, rescale).reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

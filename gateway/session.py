@@ -8,7 +8,7 @@
 Events go to `emit` one at a time, in `seq` order (an `emit` that blocks holds the session back: back-pressure).
 Per segment: speech.started; caption.partial while it grows (at most one partial decode in flight per session; a
 partial that comes due meanwhile waits, and only the newest waiting one is kept); speech.stopped when the segmenter
-ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused, 400 ms
+ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused, pause_ms
 after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio its
 final will hold if the pause lasts (shown as a partial); when the segment then ends there, that result is the final
 (the engine's output does not depend on batching or drafts, so it is the same transcript), out the moment the
