@@ -1,10 +1,10 @@
 """MTP benchmark: greedy vs MTP drafts vs previous-hypothesis drafts vs CTranslate2 greedy, per bundled model.
 
-    .venv/bin/python -m bench.mtp [--model base|tiny.en|all] [--compute-type int8] [--json]
+    .venv/bin/python -m bench.mtp [--model base|tiny.en|all] [--compute-type int8] [--mtp-heads FILE] [--json]
 
 On every clip of ../shared/speech (real speech, never used in training; tiny.en: English clips), one clip at a
-time, language given. Decode time is the decoder phase alone (features and encoder excluded); end-to-end RTF is
-features + encoder + decoder over audio seconds. Previous-hypothesis drafts are measured on simulated partials:
+time, language given. Decode time is the decoder phase alone (features, encoder and the audio head's guess
+excluded); end-to-end RTF is all of it over audio seconds. Previous-hypothesis drafts are measured on simulated partials:
 each clip's audio grows by 0.5 s and each partial is decoded with the tokens of the partial before it as drafts.
 The CTranslate2 line decodes the same weights at int8 (its greedy generate, 30 s window: its only mode).
 """
@@ -73,9 +73,9 @@ def run_ours(runner: ModelRunner, segs, name: str, drafts: str | None, partials:
             opts = DecodeOptions(language=lang, drafts=drafts, previous=previous)
             t0 = time.perf_counter()
             with torch.inference_mode():
-                cross = runner.model.decoder.cross_kv(*runner.encode([piece], runner.config.encoder))
+                cross, guesses = runner.cross([piece], runner.config.encoder, [opts])  # the audio head's guess too
                 t1 = time.perf_counter()
-                res = runner.decoder.decode(cross, [opts])[0]
+                res = runner.decoder.decode(cross, [opts], guesses)[0]
             t2 = time.perf_counter()
             previous = res.tokens
             row.segments += 1
@@ -112,12 +112,14 @@ def run_ct2(model: str, runner: ModelRunner, segs) -> Row | None:
     return row
 
 
-def bench(model: str, compute_type: str, as_json: bool) -> None:
-    runner = ModelRunner(EngineConfig(model=model, compute_type=compute_type, device="cpu"))
+def bench(model: str, compute_type: str, as_json: bool, heads: str | None = None) -> None:
+    runner = ModelRunner(EngineConfig(model=model, compute_type=compute_type, device="cpu", mtp_heads=heads))
     segs = segments_of(model)
     run_ours(runner, segs[:1], "warm-up", "mtp")
     rows = [run_ours(runner, segs, f"greedy ({compute_type})", None)]
-    if runner.decoder.mtp is not None:
+    if runner.audio_head is not None:
+        rows.append(run_ours(runner, segs, f"MTP audio head ({compute_type})", "mtp"))
+    elif runner.decoder.mtp is not None:
         rows.append(run_ours(runner, segs, f"MTP K={runner.decoder.mtp.n_drafts} ({compute_type})", "mtp"))
     partial_greedy = run_ours(runner, segs, "partials, greedy", None, partials=True)
     partial_prev = run_ours(runner, segs, "partials, previous drafts", "previous", partials=True)
@@ -140,6 +142,7 @@ def main() -> None:
     p.add_argument("--model", default="all", help="base, tiny.en or all")
     p.add_argument("--compute-type", default="int8")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--mtp-heads", default=None, help="heads file (default: the model's shipped heads, if any)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     if a.threads:
@@ -147,7 +150,7 @@ def main() -> None:
     print(f"# bench.mtp on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     for model in (["base", "tiny.en"] if a.model == "all" else [a.model]):
-        bench(model, a.compute_type, a.json)
+        bench(model, a.compute_type, a.json, a.mtp_heads)
 
 
 if __name__ == "__main__":

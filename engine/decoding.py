@@ -15,10 +15,11 @@ from torch import Tensor
 from engine.model import CrossKV, KVCache, Whisper, compaction
 from engine.quant import Int8Linear
 from engine.messages import DecodeOptions, DecodeResult
-from engine.mtp import AudioKV, MTPDrafter, MTPHeads, previous_drafts
+from engine.mtp import AudioKV, MTPDrafter, MTPHeads, follow
 from engine.tokenizer import Tokenizer
 
 PREVIOUS_DRAFT_LEN = 12  # tokens of a previous hypothesis verified per forward: they are usually all right
+GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (README: MTP)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class _Row:
     done: bool = False
     looped: bool = False
     ended: bool = False  # emitted <|endoftext|>
+    guess: tuple[int, ...] = ()  # the audio head's guess at the whole transcript (engine/mtp.py: CTCHead)
+    lookahead: list[int] = field(default_factory=list)  # greedy's picks after the last rejected draft
 
     @property
     def cap(self) -> int:
@@ -91,21 +94,25 @@ class GreedyDecoder:
             self.mtp = MTPDrafter(heads, model.decoder.token_embedding, self.suppress, k, int8, draft_min_prob)
 
     @torch.inference_mode()
-    def decode(self, cross: CrossKV, options: list[DecodeOptions]) -> list[DecodeResult]:
-        """cross: the batch's encoder keys/values (B rows, consumed); options: one per row."""
-        batch = self.prefill(cross, options, list(range(len(options))))
+    def decode(self, cross: CrossKV, options: list[DecodeOptions], guesses: list[tuple[int, ...]] | None = None) -> list[DecodeResult]:
+        """cross: the batch's encoder keys/values (B rows, consumed); options: one per row; guesses: per row, the
+        audio head's guess at its transcript (drafts for "mtp"/"both"), if any."""
+        batch = self.prefill(cross, options, list(range(len(options))), guesses)
         done = dict(self.step(batch, draft=False))  # rows that ended at their first token
         while batch.rows:
             done.update(self.step(batch))
         return [done[i] for i in range(len(options))]
 
     @torch.inference_mode()
-    def prefill(self, cross: CrossKV, options: list[DecodeOptions], keys: list[object]) -> Batch:
+    def prefill(self, cross: CrossKV, options: list[DecodeOptions], keys: list[object],
+                guesses: list[tuple[int, ...]] | None = None) -> Batch:
         """Start decoding segments (cross: their encoder keys/values, consumed) -> a Batch whose rows carry `keys`
         and hold their first token. Prefill runs the prompt: with every language known, one forward over
         [prompt, sot, lang, task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
         tok, dec = self.tok, self.model.decoder
         rows = [self._row(k, o) for k, o in zip(keys, options)]
+        for r, g in zip(rows, guesses or []):
+            r.guess = g
         # Room for the prompt, the start sequence, the row's token cap and one step's padding (a row's feed is
         # padded to the longest in its batch: 1 + drafts), not for the whole text context: most segments allow
         # far fewer tokens than 448, and on the CPU the cache holds float64.
@@ -153,15 +160,20 @@ class GreedyDecoder:
                 m += 1
             accepted.append(m)
             self._accept(r, c[: m + 1])
+            r.lookahead = [t for t, _ in c[m + 1 :]] if m < len(d) else []
         acc = torch.tensor(accepted, device=self.device)
         cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
         batch.last_hidden = hidden[torch.tensor(starts, device=self.device) + acc]
         return finished
 
     def _drafts(self, rows: list[_Row], hidden: Tensor, cross: CrossKV) -> list[list[int]]:
-        """Each row's drafts: its previous hypothesis where one is given and still matches, else the heads'."""
-        drafts = [previous_drafts(r.out, r.opts.previous, PREVIOUS_DRAFT_LEN) if r.opts.drafts in ("previous", "both") else []
+        """Each row's drafts: its previous hypothesis where one is given and still matches, else the audio head's
+        guess, else the decoder heads'."""
+        drafts = [follow(r.out, r.opts.previous, r.lookahead, PREVIOUS_DRAFT_LEN) if r.opts.drafts in ("previous", "both") else []
                   for r in rows]
+        for r, d in zip(rows, drafts):
+            if not d and r.guess and r.opts.drafts in ("mtp", "both"):
+                d += follow(r.out, r.guess, r.lookahead, GUESS_DRAFT_LEN)
         need = [i for i, (r, d) in enumerate(zip(rows, drafts)) if not d and r.opts.drafts in ("mtp", "both")]
         if need and self.mtp is not None:
             idx = torch.tensor(need, device=self.device)

@@ -224,27 +224,157 @@ def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device
     return heads.cpu(), report
 
 
-def train_for(runner, utts: list[Utterance], cfg: TrainConfig, checkpoint, progress=None) -> tuple[MTPHeads, dict, str]:
-    """`fit` for a loaded ModelRunner: its embedding and last-layer cross-attention projection, the GPU when there
-    is one, and a checkpoint file each epoch that a rerun with the same data and settings resumes from."""
+def _checkpoint(path, cfg, positions: int) -> tuple[dict | None, object]:
+    """(state to resume from, or None; the on_epoch that saves one): a checkpoint is reused only for the same
+    settings and data."""
     import json
     from dataclasses import asdict
     from pathlib import Path
 
-    checkpoint = Path(checkpoint)
-    tag = json.dumps(asdict(cfg) | {"positions": sum(len(u.hidden) for u in utts)}, sort_keys=True)
-    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
-    if state and state.get("tag") != tag:
-        state = None  # other data or settings: start over
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    path = Path(path)
+    tag = json.dumps(asdict(cfg) | {"positions": positions}, sort_keys=True)
+    state = torch.load(path, weights_only=False) if path.exists() else None
+
+    def on_epoch(s: dict) -> None:
+        torch.save(s | {"tag": tag}, path)
+
+    return (state if state and state.get("tag") == tag else None), on_epoch
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_for(runner, utts: list[Utterance], cfg: TrainConfig, checkpoint, progress=None) -> tuple[MTPHeads, dict, str]:
+    """`fit` for a loaded ModelRunner: its embedding and last-layer cross-attention projection, the GPU when there
+    is one, and a checkpoint file each epoch that a rerun with the same data and settings resumes from."""
+    state, on_epoch = _checkpoint(checkpoint, cfg, sum(len(u.hidden) for u in utts))
     last = runner.model.decoder.blocks[-1]
 
     def cross_kv(enc: Tensor) -> tuple[Tensor, Tensor]:
         return last.cross_kv(enc.to(runner.device, runner.dtype)).chunk(2, dim=-1)
 
-    def on_epoch(s: dict) -> None:
-        torch.save(s | {"tag": tag}, checkpoint)
-
     embed = runner.model.decoder.token_embedding.weight.detach()
-    heads, report = fit(utts, embed, cross_kv, cfg, device, state, on_epoch, progress)
-    return heads, report, str(device)
+    heads, report = fit(utts, embed, cross_kv, cfg, _device(), state, on_epoch, progress)
+    return heads, report, str(_device())
+
+
+# --- the audio head (engine/mtp.py: CTCHead): CTC from the encoder output to the model's own greedy transcript ---
+
+
+@dataclass(frozen=True)
+class AudioTrainConfig:
+    epochs: int = 8
+    utterances_per_step: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+    holdout: float = 0.05  # share of utterances held back to report how far the guesses carry
+    max_vocab: int = 8192  # the most frequent tokens of the labels: the output rows, the head's main cost
+    blocks: int = 2
+
+
+@dataclass
+class Transcribed:
+    audio: np.ndarray  # (T, D) float16: encoder output of the real frames
+    tokens: np.ndarray  # (n,) int64: the model's greedy transcript of it
+
+
+@torch.inference_mode()
+def greedy_labelled(runner, audios: list[np.ndarray], languages: list[str]) -> list[Transcribed]:
+    """The frozen model's encoder output and greedy transcript of each audio (batched, as inference runs it)."""
+    from engine.messages import DecodeOptions
+
+    enc, mask = runner.encode(audios, runner.config.encoder)
+    results = runner.decoder.decode(runner.model.decoder.cross_kv(enc, mask),
+                                    [DecodeOptions(language=lang, drafts=None) for lang in languages])
+    frames = mask.sum(-1).tolist() if mask is not None else [enc.shape[1]] * len(audios)
+    return [Transcribed(e[:t].half().cpu().numpy(), np.array(r.tokens, np.int64))
+            for e, t, r in zip(enc, frames, results)]
+
+
+def drafted_forwards(target: list[int], guess: tuple[int, ...], n: int) -> int:
+    """Decoder forwards that greedy decoding of `target` (+ end of text) takes with drafts from `guess`: the
+    decoding loop's acceptance rule (engine/decoding.py) without the model."""
+    from engine.mtp import hypothesis_drafts
+
+    target = list(target) + [-1]  # end of text: never drafted
+    out, forwards = target[:1], 1  # prefill picks the first token
+    while len(out) < len(target):
+        drafts, m = hypothesis_drafts(out, guess, n), 0
+        while m < len(drafts) and drafts[m] == target[len(out) + m]:
+            m += 1
+        out, forwards = target[: len(out) + m + 1], forwards + 1
+    return forwards
+
+
+def fit_audio(utts: list[Transcribed], embed: Tensor, cfg: AudioTrainConfig, device: torch.device, state: dict | None = None,
+              on_epoch=None, progress=None) -> tuple["CTCHead", dict]:
+    """Train the audio head on utterances (embed: the model's token embedding, which the output rows start from).
+    `state` resumes from an earlier `on_epoch(state)` checkpoint. Returns the head and the held-out report."""
+    from engine.decoding import GUESS_DRAFT_LEN
+    from engine.mtp import CTCHead
+
+    torch.manual_seed(cfg.seed)
+    usable = [i for i, u in enumerate(utts) if 0 < len(u.tokens) and 2 * len(u.tokens) < len(u.audio) // 2]  # CTC room
+    order = np.random.default_rng(cfg.seed).permutation(usable)
+    n_test = max(1, int(len(order) * cfg.holdout))
+    test, train = sorted(order[:n_test].tolist()), order[n_test:]
+    tokens, counts = np.unique(np.concatenate([utts[i].tokens for i in train]), return_counts=True)
+    vocab = torch.from_numpy(tokens[np.argsort(-counts, kind="stable")][: cfg.max_vocab].copy()).long()
+    lookup = torch.zeros(embed.shape[0], dtype=torch.long)  # token -> output row; 0 (blank) when outside the vocab
+    lookup[vocab] = torch.arange(1, len(vocab) + 1)
+    head = CTCHead(embed.shape[1], vocab, cfg.blocks)
+    with torch.no_grad():  # output rows start as the tied unembedding, scaled to unit-variance logits
+        rows = embed.float()[vocab]
+        head.out.weight.zero_()
+        head.out.weight[1:] = rows / (rows.std() * embed.shape[1] ** 0.5)
+        head.out.bias.zero_()
+    head = head.to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps = len(train) // cfg.utterances_per_step
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(1, steps * cfg.epochs), pct_start=0.1)
+    start = 0
+    if state:
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["epoch"]
+    for epoch in range(start, cfg.epochs):
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train)  # the same batches when resumed
+        head.train()
+        for step in range(steps):
+            batch = [utts[i] for i in perm[step * cfg.utterances_per_step : (step + 1) * cfg.utterances_per_step]]
+            x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(u.audio).float() for u in batch], batch_first=True)
+            targets = [lookup[torch.from_numpy(u.tokens)] for u in batch]
+            keep = [bool((t > 0).all()) for t in targets]  # a label outside the head vocabulary: nothing to learn
+            if not any(keep):
+                continue
+            logp = head(x.to(device)).log_softmax(-1).transpose(0, 1)[:, keep]
+            loss = F.ctc_loss(logp, torch.cat([t for t, k in zip(targets, keep) if k]).to(device),
+                              torch.tensor([len(u.audio) // 2 for u, k in zip(batch, keep) if k]),
+                              torch.tensor([len(t) for t, k in zip(targets, keep) if k]), zero_infinity=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if progress:
+                progress(epoch, step + 1, steps, loss.item())
+        head.eval()
+        if on_epoch:
+            on_epoch({"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1})
+    tokens = forwards = 0
+    for i in test:
+        u = utts[i]
+        guess = head.guess(torch.from_numpy(u.audio).float()[None].to(device), None)[0]
+        tokens, forwards = tokens + len(u.tokens) + 1, forwards + drafted_forwards(u.tokens.tolist(), guess, GUESS_DRAFT_LEN)
+    report = {"tokens_per_forward": round(tokens / max(forwards, 1), 3), "train_utterances": len(train),
+              "heldout_utterances": len(test), "head_vocab": len(vocab)}
+    return head.cpu(), report
+
+
+def train_audio_for(runner, utts: list[Transcribed], cfg: AudioTrainConfig, checkpoint, progress=None) -> tuple["CTCHead", dict, str]:
+    """`fit_audio` for a loaded ModelRunner, on the GPU when there is one, resumable from its epoch checkpoint."""
+    state, on_epoch = _checkpoint(checkpoint, cfg, sum(len(u.tokens) for u in utts))
+    embed = runner.model.decoder.token_embedding.weight.detach()
+    head, report = fit_audio(utts, embed, cfg, _device(), state, on_epoch, progress)
+    return head, report, str(_device())

@@ -18,7 +18,7 @@ from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
 from engine.model import CrossKV, Whisper
 from engine.models import resolve
-from engine.mtp import find_heads, load_heads
+from engine.mtp import CTCHead, find_heads, load_heads
 from engine.preview import Preview, preview_cross
 from engine.quant import quantize_int8
 from engine.tokenizer import Tokenizer
@@ -70,12 +70,14 @@ class ModelRunner:
         self.sha256 = (folder / ".verified").read_text().strip() if (folder / ".verified").exists() else None
         self.heads_path = None if config.mtp_heads == "none" else (
             Path(config.mtp_heads) if config.mtp_heads else find_heads(folder, self.sha256))
-        heads = None
+        heads, self.audio_head = None, None
         if self.heads_path is not None:
             heads, self.heads_meta = load_heads(self.heads_path, self.sha256)
             heads = heads.to(self.device, self.dtype)
             if self.compute_type == "int8":  # drafting reads the heads' weights every step: a quarter of the bytes
                 heads = quantize_int8(heads)
+            if isinstance(heads, CTCHead):  # the audio head guesses from the encoder output, before decoding
+                heads, self.audio_head = None, heads
         self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts,
                                      config.draft_min_prob)
         self.model_name = config.model
@@ -123,8 +125,14 @@ class ModelRunner:
             out += [self.finish(r, o, a) for r, o, a in zip(results, chunk_opts, chunk)]
         return out
 
+    @property
+    def has_mtp(self) -> bool:
+        """Whether `drafts="mtp"` has heads to draft with (else it decodes one token per step)."""
+        return self.audio_head is not None or self.decoder.mtp is not None
+
     def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
-        return self.decoder.decode(self._cross(audios, encoder), opts)
+        cross, guesses = self.cross(audios, encoder, opts)
+        return self.decoder.decode(cross, opts, guesses)
 
     def _frames(self, audio: np.ndarray) -> int:
         """Mel frames a trimmed segment encodes: its audio plus trim_pad_s of silence."""
@@ -151,11 +159,24 @@ class ModelRunner:
         mask = torch.stack([F.pad(parts[i][1], (0, T - parts[i][1].shape[0])) for i in range(len(audios))])
         return enc, mask
 
-    def _cross(self, audios: list[np.ndarray], encoder: str, previews: list[Preview | None] | None = None) -> CrossKV:
-        """Rows with a Preview state encode only what is new since its last preview (engine/preview.py)."""
+    @torch.inference_mode()
+    def cross(self, audios: list[np.ndarray], encoder: str, opts: list[DecodeOptions],
+               previews: list[Preview | None] | None = None) -> tuple[CrossKV, list[tuple[int, ...]]]:
+        """-> the rows' cross-attention keys/values and the audio head's guess of each row whose
+        options draft from the heads (else ()). Rows with a Preview state encode only what is new since their
+        last preview (engine/preview.py); they have no guess (their drafts are the previous partial's tokens)."""
         previews = previews if previews and encoder == "trim" else [None] * len(audios)
         full = [i for i, p in enumerate(previews) if p is None]
-        cross = self.model.decoder.cross_kv(*self.encode([audios[i] for i in full], encoder)) if full else None
+        guesses: list[tuple[int, ...]] = [()] * len(audios)
+        cross = None
+        if full:
+            enc, mask = self.encode([audios[i] for i in full], encoder)
+            cross = self.model.decoder.cross_kv(enc, mask)
+            wants = [n for n, i in enumerate(full) if opts[i].drafts in ("mtp", "both")]
+            if self.audio_head is not None and wants:
+                at = torch.tensor(wants, device=enc.device)
+                for n, g in zip(wants, self.audio_head.guess(enc[at], None if mask is None else mask[at])):
+                    guesses[full[n]] = g
         for i, p in enumerate(previews):
             if p is not None:
                 row = preview_cross(self.model, audios[i], p, self.dtype)
@@ -167,7 +188,7 @@ class ModelRunner:
         if len(full) < len(audios):  # back into the callers' order: full rows came first, then previews
             at = {i: n for n, i in enumerate(full + [i for i, p in enumerate(previews) if p is not None])}
             cross.select([at[i] for i in range(len(audios))])
-        return cross
+        return cross, guesses
 
     @torch.inference_mode()
     def start(self, audios: list[np.ndarray], options: list[DecodeOptions], keys: list[object],
@@ -176,7 +197,8 @@ class ModelRunner:
         `previews`: per row, None, or the Preview state of a partial of a growing segment (updated in place)."""
         for a in audios:
             check_segment(a)
-        return self.decoder.prefill(self._cross(audios, encoder or self.config.encoder, previews), options, keys)
+        cross, guesses = self.cross(audios, encoder or self.config.encoder, options, previews)
+        return self.decoder.prefill(cross, options, keys, guesses)
 
     def share_cores(self, workers: int) -> None:
         """Called by each of `workers` threads that run this model at the same time: the calling thread's torch

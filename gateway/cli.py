@@ -40,7 +40,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     options = DecodeOptions(language=None if args.language == "auto" else args.language, task=args.task, prompt=args.prompt,
                             drafts=None if args.drafts == "none" else args.drafts)
     runner = make_runner(args)
-    if args.drafts in ("mtp", "both") and runner.decoder.mtp is None:
+    if args.drafts in ("mtp", "both") and not runner.has_mtp:
         print(f"note: no MTP heads for model {args.model!r}: decoding one token per step", file=sys.stderr)
     failed = 0
     for path in args.files:
@@ -194,8 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("train-mtp", help="train multi-token-prediction heads for a model by self-distillation")
     add_engine_args(m)
     m.add_argument("--utterances", type=int, default=1500, help="synthetic utterances to make (default 1500)")
-    m.add_argument("--heads", type=int, default=4, help="heads K: drafts per decoder step (default 4)")
-    m.add_argument("--epochs", type=int, default=20)
+    m.add_argument("--head", default="audio", choices=("audio", "decoder"),
+                   help="audio: one CTC head on the encoder output that guesses the whole transcript (default, what "
+                        "ships); decoder: K heads on the decoder's state, each guessing one token further")
+    m.add_argument("--heads", type=int, default=4, help="with --head decoder: heads K, drafts per decoder step (default 4)")
+    m.add_argument("--epochs", type=int, default=None, help="training epochs (default: 8 audio, 20 decoder)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--corpus", default="../shared/corpus", help="folder with zh-commonvoice.txt (Mandarin sentences)")
     m.add_argument("--work", default=".mtp-work", help="cache of labelled states and checkpoints (resumable)")

@@ -1,8 +1,12 @@
-"""`livecaptions train-mtp`: synthesise speech, label it with the frozen base model's own greedy choices (one
-teacher-forced pass over the spoken text; utterances the model hears differently are dropped), cache the decoder
-states, train the heads, write them beside their provenance.
+"""`livecaptions train-mtp`: synthesise speech, label it with the frozen base model, train heads, write them
+beside their provenance. Two kinds of head (engine/mtp.py):
 
-Resumable: states are cached in shards under --work (a rerun continues after the last shard), and training
+- `--head audio` (default): the audio head, CTC from the encoder output. Label: the model's greedy transcript of
+  each utterance (batched decode); cached: encoder outputs and transcripts.
+- `--head decoder`: the decoder heads. Label: one teacher-forced pass over the spoken text (the model's greedy
+  choice at each position; utterances the model hears differently are dropped); cached: the decoder states.
+
+Resumable: labels are cached in shards under --work (a rerun continues after the last shard), and training
 checkpoints every epoch. Deterministic for a seed."""
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ MIN_AGREEMENT = 0.75
 # 0.42 per step on batched states but 0.08 alone); one at a time measured 5.1 utt/s against 2.6 in batches of 16.
 LABEL_BATCH = 1
 ZH_SHARE = 0.1  # of utterances made, multilingual models: espeak-ng Mandarin is mostly garbled (agreement ~0.5, dropped)
+AUDIO_ZH_SHARE = 0.3  # the audio head learns what the model hears, garbled or not: Mandarin is worth speaking
+AUDIO_LABEL_BATCH = 8  # utterances per greedy-labelling decode
 
 
 def save_shard(path: Path, utts: list, made: list[tuple[str, float]], d_model: int) -> None:
@@ -76,36 +82,105 @@ def label(runner, batch: list, min_agreement: float) -> tuple[list, list[tuple[s
     return [u for _, u in sorted(kept, key=lambda x: x[0])], made
 
 
-def make_data(args, runner, work: Path) -> None:
-    """Synthesise and label the shards that are not in `work` yet."""
+def make_data(args, runner, work: Path, prefix: str, zh_share: float, label_shard) -> None:
+    """Synthesise and label the shards `prefix`-NNNNN.npz that are not in `work` yet; label_shard(batch, path)
+    labels one shard's utterances, writes it, and returns a progress note."""
     from gateway.synth import utterances
 
-    done = len(sorted(work.glob("shard-*.npz"))) * SHARD
+    done = len(sorted(work.glob(f"{prefix}-*.npz"))) * SHARD
     if done >= args.utterances:
         return
-    min_agreement = getattr(args, "min_agreement", MIN_AGREEMENT)
     bar = tqdm(total=args.utterances, initial=done, desc="synthesise + label", unit="utt", file=sys.stderr)
-    zh_share = ZH_SHARE if runner.tokenizer.multilingual else 0.0  # English-only models get English speech only
+    zh_share = zh_share if runner.tokenizer.multilingual else 0.0  # English-only models get English speech only
     source = utterances(Path(args.corpus), args.seed, start=done, zh_share=zh_share)
-    kept = made = 0
     for first in range(done, args.utterances, SHARD):
         batch = [next(source) for _ in range(min(SHARD, args.utterances - first))]
-        utts, stats = label(runner, batch, min_agreement)
-        save_shard(work / f"shard-{first // SHARD:05d}.npz", utts, stats, runner.model.dims.n_text_state)
-        kept, made = kept + len(utts), made + len(batch)
+        note = label_shard(batch, work / f"{prefix}-{first // SHARD:05d}.npz")
         bar.update(len(batch))
-        bar.set_postfix_str(f"kept {kept / made:.0%}")
+        bar.set_postfix_str(note)
     bar.close()
 
 
 def run(args, runner) -> int:
+    return (run_audio if args.head == "audio" else run_decoder)(args, runner)
+
+
+def save(args, runner, heads, meta: dict) -> int:
     from engine.mtp import save_heads
+
+    meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model, **meta}
+    out = Path(args.output or Path(__file__).resolve().parents[1] / "engine" / "heads" / f"{(runner.sha256 or 'local')[:12]}-{args.model}.safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_heads(out, heads, runner.sha256 or "", meta)
+    print(json.dumps({"output": str(out), **meta}, indent=1))
+    return 0
+
+
+def train_bar(epochs: int):
+    """A progress bar over epochs and the progress(epoch, step, steps, loss) callback that moves it."""
+    bar = tqdm(total=epochs, desc="train heads", unit="epoch", file=sys.stderr)
+
+    def progress(epoch: int, step: int, steps: int, loss: float) -> None:
+        bar.n = epoch
+        bar.set_postfix_str(f"step {step}/{steps} loss {loss:.3f}")
+
+    return bar, progress
+
+
+def run_audio(args, runner) -> int:
+    from engine.mtp_train import AudioTrainConfig, Transcribed, greedy_labelled, train_audio_for
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    def label_shard(batch: list, path: Path) -> str:
+        order = sorted(range(len(batch)), key=lambda i: len(batch[i].audio))  # similar lengths decode together
+        utts: list = [None] * len(batch)
+        for i in range(0, len(order), AUDIO_LABEL_BATCH):
+            part = order[i : i + AUDIO_LABEL_BATCH]
+            for j, u in zip(part, greedy_labelled(runner, [batch[j].audio for j in part], [batch[j].language for j in part])):
+                utts[j] = u
+        np.savez(path, audio=np.concatenate([u.audio for u in utts]), t=np.array([len(u.audio) for u in utts]),
+                 tokens=np.concatenate([u.tokens for u in utts]), n=np.array([len(u.tokens) for u in utts]),
+                 zh=np.array([u.language == "zh" for u in batch]))
+        return f"{sum(len(u.tokens) for u in utts)} tokens"
+
+    make_data(args, runner, work, "audio", AUDIO_ZH_SHARE, label_shard)
+    label_s = time.time() - t0
+    utts, zh = [], []
+    for p in sorted(work.glob("audio-*.npz"))[: (args.utterances + SHARD - 1) // SHARD]:
+        d = np.load(p)
+        cut = lambda key: np.cumsum(d[key])[:-1]  # noqa: E731
+        utts += [Transcribed(a, t) for a, t in zip(np.split(d["audio"], cut("t")), np.split(d["tokens"], cut("n")))]
+        zh += d["zh"].tolist()
+    cfg = AudioTrainConfig(epochs=args.epochs or AudioTrainConfig.epochs, seed=args.seed)
+    bar, progress = train_bar(cfg.epochs)
+    head, report, device = train_audio_for(runner, utts, cfg, work / "audio-train-state.pt", progress)
+    bar.n = cfg.epochs
+    bar.close()
+    data = {"utterances": len(utts), "zh_share": round(float(np.mean(zh)), 3), "tokens": int(sum(len(u.tokens) for u in utts)),
+            "audio_s": round(sum(len(u.audio) for u in utts) * 0.02, 1)}
+    return save(args, runner, head, {"head": "audio", **data, "seed": args.seed, "train": asdict(cfg), "heldout": report,
+                                     "seconds": round(time.time() - t0, 1), "label_seconds": round(label_s, 1), "device": device})
+
+
+def run_decoder(args, runner) -> int:
     from engine.mtp_train import TrainConfig, train_for
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    make_data(args, runner, work)
+    min_agreement = getattr(args, "min_agreement", MIN_AGREEMENT)
+    made = {"kept": 0, "made": 0}
+
+    def label_shard(batch: list, path: Path) -> str:
+        utts, stats = label(runner, batch, min_agreement)
+        save_shard(path, utts, stats, runner.model.dims.n_text_state)
+        made["kept"], made["made"] = made["kept"] + len(utts), made["made"] + len(batch)
+        return f"kept {made['kept'] / made['made']:.0%}"
+
+    make_data(args, runner, work, "shard", ZH_SHARE, label_shard)
     label_s = time.time() - t0
     utts, zh, agreement = [], [], []
     for p in sorted(work.glob("shard-*.npz"))[: (args.utterances + SHARD - 1) // SHARD]:
@@ -113,32 +188,21 @@ def run(args, runner) -> int:
         utts, zh, agreement = utts + u, zh + z.tolist(), agreement + a.tolist()
     positions = sum(len(u.hidden) for u in utts)
     agreement_arr, zh_arr = np.array(agreement), np.array(zh, dtype=bool)
-    keep = agreement_arr >= getattr(args, "min_agreement", MIN_AGREEMENT)
+    keep = agreement_arr >= min_agreement
     data = {"utterances_made": len(agreement), "utterances": len(utts), "kept_share": round(float(keep.mean()), 3),
             "zh_share_made": round(float(zh_arr.mean()), 3), "zh_share_kept": round(float(zh_arr[keep].mean()), 3) if keep.any() else 0.0,
             "kept_share_en": round(float(keep[~zh_arr].mean()), 3) if (~zh_arr).any() else None,
             "kept_share_zh": round(float(keep[zh_arr].mean()), 3) if zh_arr.any() else None,
-            "positions": positions, "min_agreement": getattr(args, "min_agreement", MIN_AGREEMENT)}
+            "positions": positions, "min_agreement": min_agreement}
     print(f"{len(utts)} of {len(agreement)} utterances kept ({data['kept_share']:.0%}: the model's greedy choice is the "
           f"spoken text's token at >= {data['min_agreement']:.0%} of positions), {positions} token positions", file=sys.stderr)
     if not utts:
         raise RuntimeError("no utterance passed the agreement filter")
 
-    cfg = TrainConfig(n_heads=args.heads, epochs=args.epochs, seed=args.seed)
-    bar = tqdm(total=cfg.epochs, desc="train heads", unit="epoch", file=sys.stderr)
-
-    def progress(epoch: int, step: int, steps: int, loss: float) -> None:
-        bar.n = epoch
-        bar.set_postfix_str(f"step {step}/{steps} loss {loss:.3f}")
-
+    cfg = TrainConfig(n_heads=args.heads, epochs=args.epochs or TrainConfig.epochs, seed=args.seed)
+    bar, progress = train_bar(cfg.epochs)
     heads, report, device = train_for(runner, utts, cfg, work / "train-state.pt", progress)
     bar.n = cfg.epochs
     bar.close()
-    meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model,
-            **data, "seed": args.seed, "train": asdict(cfg), "heldout": report, "seconds": round(time.time() - t0, 1),
-            "label_seconds": round(label_s, 1), "device": device}
-    out = Path(args.output or Path(__file__).resolve().parents[1] / "engine" / "heads" / f"{(runner.sha256 or 'local')[:12]}-{args.model}.safetensors")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_heads(out, heads, runner.sha256 or "", meta)
-    print(json.dumps({"output": str(out), **meta}, indent=1))
-    return 0
+    return save(args, runner, heads, {"head": "decoder", **data, "seed": args.seed, "train": asdict(cfg), "heldout": report,
+                                      "seconds": round(time.time() - t0, 1), "label_seconds": round(label_s, 1), "device": device})

@@ -1,23 +1,38 @@
-"""`livecaptions train-mtp` end to end on a small scale: synthesise, label with the frozen model (one teacher-forced
-pass over the spoken text, utterances the model hears otherwise dropped), train, write heads that load; a rerun
-resumes from the cached shards and the epoch checkpoint instead of starting over."""
+"""`livecaptions train-mtp` end to end on a small scale, for both kinds of head: synthesise, label with the frozen
+model (audio head: its greedy transcripts; decoder heads: one teacher-forced pass over the spoken text, utterances
+the model hears otherwise dropped), train, write heads that load; a rerun resumes from the cached shards and the
+epoch checkpoint instead of starting over."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from engine.mtp import load_heads
+from engine.mtp import CTCHead, load_heads
 from engine.mtp_train import PAD, windows_of
 
 
-def train(tmp_path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "gateway.cli", "train-mtp", "--model", "tiny.en", "--utterances", "12", "--heads", "2",
-           "--epochs", "1", "--work", str(tmp_path / "work"), "--output", str(tmp_path / "heads.safetensors")]
+def train(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "gateway.cli", "train-mtp", "--model", "tiny.en", "--utterances", "12", "--epochs", "1",
+           "--work", str(tmp_path / "work"), "--output", str(tmp_path / "heads.safetensors"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-def test_train_writes_heads_and_resumes(tmp_path):
-    first = train(tmp_path)
+def test_train_audio_head_writes_a_head_that_loads_and_resumes(tmp_path):
+    first = train(tmp_path)  # --head audio is the default
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "synthesise + label" in first.stderr and "train heads" in first.stderr  # progress bars
+    head, meta = load_heads(tmp_path / "heads.safetensors", None)
+    assert isinstance(head, CTCHead) and len(head.vocab) > 0
+    assert meta["head"] == "audio" and meta["utterances"] == 12 and meta["zh_share"] == 0.0  # English-only model
+    assert meta["tokens"] > 12 and meta["heldout"]["tokens_per_forward"] >= 1.0 and meta["command"].startswith("livecaptions")
+    again = train(tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "synthesise + label" not in again.stderr  # the shards were reused
+    assert load_heads(tmp_path / "heads.safetensors", None)[1]["tokens"] == meta["tokens"]
+
+
+def test_train_decoder_heads_writes_heads_and_resumes(tmp_path):
+    first = train(tmp_path, "--head", "decoder", "--heads", "2")
     assert first.returncode == 0, first.stderr[-2000:]
     assert "synthesise + label" in first.stderr and "train heads" in first.stderr  # progress bars
     assert "utterances kept" in first.stderr
@@ -27,7 +42,7 @@ def test_train_writes_heads_and_resumes(tmp_path):
     # the agreement filter is reported: espeak-ng English is mostly heard as written, so most utterances stay
     assert meta["utterances_made"] == 12 and meta["utterances"] == round(meta["kept_share"] * 12)
     assert meta["kept_share"] >= 0.5 and meta["zh_share_made"] == 0.0  # English-only model: English speech only
-    again = train(tmp_path)
+    again = train(tmp_path, "--head", "decoder", "--heads", "2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "synthesise + label" not in again.stderr  # the shards were reused
     assert load_heads(tmp_path / "heads.safetensors", None)[1]["utterances"] == meta["utterances"]
