@@ -12,7 +12,7 @@ Medusa's independent heads see only h_t, which attended to the audio of the curr
 next words are in the audio further on, so each head gets one cross-attention read (README has the measurements).
 
 The audio head (CTCHead) drafts from the other end: one pass over the encoder output spells out the whole segment
-(CTC, greedy), and each decoder step verifies the next tokens of that guess, realigned by n-gram where greedy
+(CTC, greedy), and each decoder step verifies the next tokens of that guess, realigned (`follow`) where greedy
 decoding diverged from it. The decoder heads above see the audio only through the state of the current word; the
 audio head reads every frame of it, so its guesses run on for many tokens (README has the measurements).
 
