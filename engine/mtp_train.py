@@ -177,6 +177,24 @@ def evaluate(heads: MTPHeads, embed: Tensor, lookup: Tensor, batcher: Batcher, i
             "drafts_accepted_per_step": round(sum(chained), 3), "anchors": anchors}
 
 
+def _optimiser(module: torch.nn.Module, lr: float, total_steps: int, state: dict | None):
+    """AdamW under a one-cycle schedule for `module`, resumed from a `_state` checkpoint when one is given
+    -> (optimiser, schedule, first epoch to run)."""
+    opt = torch.optim.AdamW(module.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, total_steps), pct_start=0.1)
+    if not state:
+        return opt, sched, 0
+    module.load_state_dict(state["module"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    return opt, sched, state["epoch"]
+
+
+def _state(module: torch.nn.Module, opt, sched, epoch: int) -> dict:
+    """What a resumed run needs after `epoch` epochs (read back by `_optimiser`)."""
+    return {"module": module.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch}
+
+
 def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device: torch.device,
         state: dict | None = None, on_epoch=None, progress=None) -> tuple[MTPHeads, dict]:
     """Train heads on utterances; `cross_kv` maps encoder output (U, T, D) to the last decoder layer's cross keys and
@@ -193,19 +211,10 @@ def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device
     lookup = lookup.to(device)
     heads = MTPHeads(embed.shape[1], cfg.n_heads, vocab).to(device)
     batcher = Batcher(utts, cfg.n_heads, cross_kv, device)
-    opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr)
     steps = (len(train) + cfg.utterances_per_step - 1) // cfg.utterances_per_step
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(1, steps * cfg.epochs), pct_start=0.1)
-    start = 0
-    if state:
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["epoch"]
-    for epoch in range(cfg.epochs):
+    opt, sched, start = _optimiser(heads, cfg.lr, steps * cfg.epochs, state)
+    for epoch in range(start, cfg.epochs):
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(train)  # the same batches when resumed
-        if epoch < start:
-            continue
         heads.train()
         for i in range(0, len(perm), cfg.utterances_per_step):
             h, w, audio = batcher(perm[i : i + cfg.utterances_per_step].tolist())
@@ -218,7 +227,7 @@ def fit(utts: list[Utterance], embed: Tensor, cross_kv, cfg: TrainConfig, device
                 progress(epoch, i // cfg.utterances_per_step + 1, steps, loss.item())
         heads.eval()
         if on_epoch:
-            on_epoch({"heads": heads.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1})
+            on_epoch(_state(heads, opt, sched, epoch + 1))
     report = evaluate(heads, embed, lookup, batcher, test)
     report |= {"train_utterances": len(train), "heldout_utterances": len(test), "head_vocab": len(vocab)}
     return heads.cpu(), report
@@ -232,7 +241,7 @@ def _checkpoint(path, cfg, positions: int) -> tuple[dict | None, object]:
     from pathlib import Path
 
     path = Path(path)
-    tag = json.dumps(asdict(cfg) | {"positions": positions}, sort_keys=True)
+    tag = json.dumps(asdict(cfg) | {"positions": positions, "format": "module"}, sort_keys=True)  # _state's layout
     state = torch.load(path, weights_only=False) if path.exists() else None
 
     def on_epoch(s: dict) -> None:
@@ -330,15 +339,8 @@ def fit_audio(utts: list[Transcribed], embed: Tensor, cfg: AudioTrainConfig, dev
         head.out.weight[1:] = rows / (rows.std() * embed.shape[1] ** 0.5)
         head.out.bias.zero_()
     head = head.to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps = len(train) // cfg.utterances_per_step
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(1, steps * cfg.epochs), pct_start=0.1)
-    start = 0
-    if state:
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["epoch"]
+    opt, sched, start = _optimiser(head, cfg.lr, steps * cfg.epochs, state)
     for epoch in range(start, cfg.epochs):
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(train)  # the same batches when resumed
         head.train()
@@ -361,7 +363,7 @@ def fit_audio(utts: list[Transcribed], embed: Tensor, cfg: AudioTrainConfig, dev
                 progress(epoch, step + 1, steps, loss.item())
         head.eval()
         if on_epoch:
-            on_epoch({"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1})
+            on_epoch(_state(head, opt, sched, epoch + 1))
     tokens = forwards = 0
     for i in test:
         u = utts[i]
