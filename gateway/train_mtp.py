@@ -160,7 +160,7 @@ def run_audio(args, runner) -> int:
     bar.n = cfg.epochs
     bar.close()
     data = {"utterances": len(utts), "zh_share": round(float(np.mean(zh)), 3), "tokens": int(sum(len(u.tokens) for u in utts)),
-            "audio_s": round(sum(len(u.audio) for u in utts) * 0.02, 1)}
+            "encoded_s": round(sum(len(u.audio) for u in utts) * 0.02, 1)}  # 20 ms encoder frames, trim padding included
     return save(args, runner, head, {"head": "audio", **data, "seed": args.seed, "train": asdict(cfg), "heldout": report,
                                      "seconds": round(time.time() - t0, 1), "label_seconds": round(label_s, 1), "device": device})
 
