@@ -116,7 +116,8 @@ class AudioKV:
     @classmethod
     def of(cls, cross: CrossKV, rows: list[int]) -> AudioKV:
         """`rows` of a batch's cross keys/values, padded to their longest audio (a copy: the heads batch their rows)."""
-        keys, values = [cross.keys[-1][r] for r in rows], [cross.values[-1][r] for r in rows]
+        flat = lambda t: t.transpose(0, 1).flatten(1)  # noqa: E731  (H, T, D/H) -> (T, D)
+        keys, values = [flat(cross.keys[-1][r]) for r in rows], [flat(cross.values[-1][r]) for r in rows]
         lengths = torch.tensor([k.shape[0] for k in keys], device=keys[0].device)
         mask = torch.arange(int(lengths.max()), device=keys[0].device)[None, :] < lengths[:, None]
         pad = lambda ts: torch.nn.utils.rnn.pad_sequence(ts, batch_first=True)  # noqa: E731

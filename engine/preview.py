@@ -34,7 +34,7 @@ class Preview:
     thread that runs the previews touches it."""
 
     encoder: EncoderCache = field(default_factory=EncoderCache)
-    cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per decoder layer, (T, D) each
+    cross: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per decoder layer, (H, T, D/H) each
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the samples the kept positions cover
 
     def reset(self) -> None:
@@ -72,10 +72,10 @@ def _extend(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtyp
     for i, (k, v) in enumerate(zip(new.keys, new.values)):
         k, v = k[0], v[0]
         if i < len(state.cross):
-            k, v = torch.cat([state.cross[i][0], k]), torch.cat([state.cross[i][1], v])
-            state.cross[i] = k[:kept], v[:kept]
+            k, v = torch.cat([state.cross[i][0], k], 1), torch.cat([state.cross[i][1], v], 1)
+            state.cross[i] = k[:, :kept], v[:, :kept]
         else:
-            state.cross.append((k[:kept], v[:kept]))
+            state.cross.append((k[:, :kept], v[:, :kept]))
         keys.append([k])
         values.append([v])
     state.audio = audio[: kept * 2 * HOP_LENGTH].copy()

@@ -34,7 +34,7 @@ def test_previews_of_a_growing_segment_read_what_the_full_encode_reads(runners, 
             # positions kept: everything but the last MARGIN_S, whose samples the state holds to check the next call
             kept = max(0, len(seg) // HOP_LENGTH - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2
             assert state.encoder.length == kept and len(state.audio) == kept * 2 * HOP_LENGTH
-            assert all(k.shape[0] == kept for k, _ in state.cross)
+            assert all(k.shape[1] == kept for k, _ in state.cross)  # (H, T, D/H)
     assert len(pairs) > 20 and error_rate(pairs, "en") < 5.0, pairs
 
 
