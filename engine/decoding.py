@@ -18,7 +18,7 @@ from engine.messages import DecodeOptions, DecodeResult
 from engine.mtp import AudioKV, MTPDrafter, MTPHeads, follow
 from engine.tokenizer import Tokenizer
 
-PREVIOUS_DRAFT_LEN = 12  # tokens of a previous hypothesis verified per forward: they are usually all right
+PREVIOUS_DRAFT_LEN = 24  # tokens of a previous hypothesis verified per forward: they are usually all right (README: MTP)
 GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (README: MTP)
 
 
