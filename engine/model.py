@@ -272,12 +272,13 @@ class DecoderStep:
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int,
+                 attn_dtype: torch.dtype | None = None):
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
-        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head, False, attn_dtype) for _ in range(n_layer)])
         self.ln_post = LayerNorm(n_state)
 
     def forward(self, mel: Tensor, frames: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -364,13 +365,16 @@ class Whisper(nn.Module):
     quantisation turns such bits into other tokens now and then. In float64 the differences vanish when the
     output is rounded back to float32: draft verification and continuous batching then give every segment exactly
     its greedy tokens alone. Cross-attention needs none of it: each query is computed alone over its own row's
-    audio (DecoderStep.attend_audio), in the activations' dtype. (The encoder stays in float32: the runner never
-    pads a row there.)"""
+    audio (DecoderStep.attend_audio), in the activations' dtype. The encoder needs none either (the runner never
+    pads a row there): `audio_attn_dtype` (None: the weights' dtype) is its attention's, e.g. bfloat16 where the
+    CPU computes it natively (ModelRunner)."""
 
-    def __init__(self, dims: ModelDimensions, attn_dtype: torch.dtype | None = None):
+    def __init__(self, dims: ModelDimensions, attn_dtype: torch.dtype | None = None,
+                 audio_attn_dtype: torch.dtype | None = None):
         super().__init__()
         self.dims = dims
-        self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer)
+        self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer,
+                                    audio_attn_dtype)
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer,
                                    attn_dtype)
 
