@@ -177,7 +177,8 @@ class GreedyDecoder:
         need = [i for i, (r, d) in enumerate(zip(rows, drafts)) if not d and r.opts.drafts in ("mtp", "both")]
         if need and self.mtp is not None:
             idx = torch.tensor(need, device=self.device)
-            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[idx], AudioKV.of(cross, need))):
+            audio = AudioKV.of(cross, need, hidden.dtype)
+            for i, d in zip(need, self.mtp.propose([rows[i].out[-1] for i in need], hidden[idx], audio)):
                 drafts[i] = d
         return drafts
 

@@ -316,9 +316,11 @@ class AudioEncoder(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, attn_dtype: torch.dtype | None = None):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, attn_dtype: torch.dtype | None = None,
+                 audio_dtype: torch.dtype | None = None):
         super().__init__()
         self.n_head, self.attn_dtype = n_head, attn_dtype  # the caches are kept in attn_dtype: no cast per step
+        self.audio_dtype = audio_dtype  # cross-attention keys/values are kept, and attended, in it (None: as computed)
         self.token_embedding = nn.Embedding(n_vocab, n_state)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head, True, attn_dtype) for _ in range(n_layer)])
@@ -334,7 +336,8 @@ class TextDecoder(nn.Module):
         T = audio.shape[1]
         lengths = [T] * audio.shape[0] if mask is None else mask.sum(1).tolist()
         packed = torch.cat([row[:t] for row, t in zip(audio, lengths)])
-        heads = lambda t: t.reshape(len(packed), self.n_head, -1).transpose(0, 1).contiguous().split(lengths, 1)  # noqa: E731
+        dtype = self.audio_dtype or packed.dtype
+        heads = lambda t: t.reshape(len(packed), self.n_head, -1).transpose(0, 1).to(dtype).contiguous().split(lengths, 1)  # noqa: E731
         keys, values = [], []
         for block in self.blocks:
             k, v = block.cross_kv(packed).chunk(2, dim=-1)  # activations' dtype: no float64 needed (attend_audio)
@@ -365,9 +368,10 @@ class Whisper(nn.Module):
     quantisation turns such bits into other tokens now and then. In float64 the differences vanish when the
     output is rounded back to float32: draft verification and continuous batching then give every segment exactly
     its greedy tokens alone. Cross-attention needs none of it: each query is computed alone over its own row's
-    audio (DecoderStep.attend_audio), in the activations' dtype. The encoder needs none either (the runner never
-    pads a row there): `audio_attn_dtype` (None: the weights' dtype) is its attention's, e.g. bfloat16 where the
-    CPU computes it natively (ModelRunner)."""
+    audio (DecoderStep.attend_audio). The encoder needs none either (the runner never pads a row there).
+    `audio_attn_dtype` (None: the activations' dtype) is what attention over the audio runs in, the encoder's and
+    the decoder's cross-attention (whose keys/values are kept in it), e.g. bfloat16 where the CPU computes it
+    natively (ModelRunner)."""
 
     def __init__(self, dims: ModelDimensions, attn_dtype: torch.dtype | None = None,
                  audio_attn_dtype: torch.dtype | None = None):
@@ -376,7 +380,7 @@ class Whisper(nn.Module):
         self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer,
                                     audio_attn_dtype)
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer,
-                                   attn_dtype)
+                                   attn_dtype, audio_attn_dtype)
 
     def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         d = self.dims

@@ -114,9 +114,10 @@ class AudioKV:
     mask: Tensor | None
 
     @classmethod
-    def of(cls, cross: CrossKV, rows: list[int]) -> AudioKV:
-        """`rows` of a batch's cross keys/values, padded to their longest audio (a copy: the heads batch their rows)."""
-        flat = lambda t: t.transpose(0, 1).flatten(1)  # noqa: E731  (H, T, D/H) -> (T, D)
+    def of(cls, cross: CrossKV, rows: list[int], dtype: torch.dtype) -> AudioKV:
+        """`rows` of a batch's cross keys/values in `dtype` (the heads were trained on float32), padded to their
+        longest audio (a copy: the heads batch their rows)."""
+        flat = lambda t: t.transpose(0, 1).flatten(1).to(dtype)  # noqa: E731  (H, T, D/H) -> (T, D)
         keys, values = [flat(cross.keys[-1][r]) for r in rows], [flat(cross.values[-1][r]) for r in rows]
         lengths = torch.tensor([k.shape[0] for k in keys], device=keys[0].device)
         mask = torch.arange(int(lengths.max()), device=keys[0].device)[None, :] < lengths[:, None]
