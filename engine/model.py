@@ -200,8 +200,9 @@ class ResidualAttentionBlock(nn.Module):
         x (N, D), the step's packed new tokens."""
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
         if step is None:
-            if past is not None:
-                k, v = past.attach(layer, k, v)
+            if past is not None:  # kept in the dtype attention runs in: it casts them to it anyway
+                dtype = self.attn_dtype or k.dtype
+                k, v = past.attach(layer, k.to(dtype), v.to(dtype))
             return self._mlp(x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype)))
         cache = step.cache  # append this step's keys/values to the cache, attend over all of it
         keys, values = cache.keys[layer], cache.values[layer]
