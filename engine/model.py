@@ -122,9 +122,9 @@ class KVCache:
 class CrossKV:
     """Cross-attention keys/values of every decoder layer, computed once per segment and kept per row:
     keys[i][r] is row r's (H, T_r, D/H) for layer i (heads first: attention reads one head's keys as one block),
-    its real audio positions only. Rows of any audio lengths batch
-    without padding, and joining or leaving a batch moves list entries, never tensor data. Rows that started
-    together share one packed tensor per layer (TextDecoder.cross_kv), freed when the last of them leaves."""
+    its real audio positions only. Rows of any audio lengths batch without padding, and joining or leaving a batch
+    moves list entries, never tensor data. Rows that started together share one packed tensor per layer
+    (TextDecoder.cross_kv), freed when the last of them leaves."""
 
     keys: list[list[Tensor]]
     values: list[list[Tensor]]

@@ -21,6 +21,28 @@ def test_batch_of_different_lengths_decodes_like_each_alone(runners, speech, com
     assert together == alone
 
 
+
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_cross_attention_keys_of_a_batch_are_each_rows_own(runners, speech, compute_type):
+    """Packed projection of the real frames (TextDecoder.cross_kv): a row's keys/values in a batch are bit for bit
+    the ones it gets alone, heads first, in the dtype attention over the audio runs in (bfloat16 for int8 on a CPU
+    that has it, engine/runner.py: audio_attention)."""
+    import torch
+
+    from engine.runner import audio_attention
+
+    runner = runners("base", compute_type)
+    audios = [load_clip(c)[: 16000 * 30] for c in speech]
+    opts = [DecodeOptions(language=c.language) for c in speech]
+    together, _ = runner.cross(audios, "trim", opts)
+    dtype = audio_attention(runner.device, compute_type) or torch.float32
+    for r, (a, o) in enumerate(zip(audios, opts)):
+        alone, _ = runner.cross([a], "trim", [o])
+        for layer in range(len(alone.keys)):
+            k, v = together.keys[layer][r], together.values[layer][r]
+            assert k.dtype == dtype and k.shape[0] == runner.model.dims.n_text_head
+            assert torch.equal(k, alone.keys[layer][0]) and torch.equal(v, alone.values[layer][0])
+
 def test_language_is_detected(runners, speech):
     runner = runners("base", "int8")
     for clip in speech:
