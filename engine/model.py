@@ -266,8 +266,8 @@ class DecoderStep:
         out = q.new_empty(q.shape)
         for n, start, k, v in zip(self.counts, self.starts, keys, values):
             H, T, d = k.shape
-            qh = q[start : start + n].view(n, H, d).transpose(0, 1)[:, :, None]  # (H, n, 1, d)
-            o = F.scaled_dot_product_attention(qh.to(k.dtype), k[:, None].expand(H, n, T, d), v[:, None].expand(H, n, T, d))
+            qh = q[start : start + n].view(n, H, d).transpose(0, 1)[:, :, None].to(k.dtype)  # (H, n, 1, d)
+            o = F.scaled_dot_product_attention(qh, k[:, None].expand(H, n, T, d), v[:, None].expand(H, n, T, d))
             out[start : start + n] = o[:, :, 0].transpose(0, 1).reshape(n, H * d).to(q.dtype)
         return out
 
@@ -338,7 +338,10 @@ class TextDecoder(nn.Module):
         lengths = [T] * audio.shape[0] if mask is None else mask.sum(1).tolist()
         packed = torch.cat([row[:t] for row, t in zip(audio, lengths)])
         dtype = self.audio_dtype or packed.dtype
-        heads = lambda t: t.reshape(len(packed), self.n_head, -1).transpose(0, 1).to(dtype).contiguous().split(lengths, 1)  # noqa: E731
+
+        def heads(t: Tensor) -> tuple[Tensor, ...]:  # (N, D) -> per row (H, T_r, D/H)
+            return t.reshape(len(packed), self.n_head, -1).transpose(0, 1).to(dtype).contiguous().split(lengths, 1)
+
         keys, values = [], []
         for block in self.blocks:
             k, v = block.cross_kv(packed).chunk(2, dim=-1)  # activations' dtype: no float64 needed (attend_audio)

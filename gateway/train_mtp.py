@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,15 +50,32 @@ def save_shard(path: Path, utts: list, made: list[tuple[str, float]], d_model: i
              made_zh=np.array([lang == "zh" for lang, _ in made]), agreement=np.array([a for _, a in made], np.float32))
 
 
+def unflat(d, key: str, lengths: str) -> list[np.ndarray]:
+    """The per-utterance arrays a shard stores as d[key] concatenated, with their lengths in d[lengths]."""
+    return np.split(d[key], np.cumsum(d[lengths])[:-1])
+
+
 def load_shard(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
     """-> kept utterances, and per utterance made: is it Mandarin, its agreement."""
     from engine.mtp_train import Utterance
 
     d = np.load(path)
-    cut = lambda key: np.cumsum(d[key])[:-1]  # noqa: E731
-    hs, ws, auds = np.split(d["hidden"], cut("n")), np.split(d["windows"], cut("n")), np.split(d["audio"], cut("t"))
-    utts = [Utterance(h, w, a) for h, w, a in zip(hs, ws, auds)] if len(d["n"]) else []
+    parts = zip(unflat(d, "hidden", "n"), unflat(d, "windows", "n"), unflat(d, "audio", "t"))
+    utts = [Utterance(h, w, a) for h, w, a in parts] if len(d["n"]) else []
     return utts, d["made_zh"], d["agreement"]
+
+
+def save_audio_shard(path: Path, utts: list, zh: list[bool]) -> None:
+    """The audio head's labelled utterances (Transcribed) as flat arrays plus lengths, and which are Mandarin."""
+    np.savez(path, audio=np.concatenate([u.audio for u in utts]), t=np.array([len(u.audio) for u in utts]),
+             tokens=np.concatenate([u.tokens for u in utts]), n=np.array([len(u.tokens) for u in utts]), zh=np.array(zh))
+
+
+def load_audio_shard(path: Path) -> tuple[list, list[bool]]:
+    from engine.mtp_train import Transcribed
+
+    d = np.load(path)
+    return [Transcribed(a, t) for a, t in zip(unflat(d, "audio", "t"), unflat(d, "tokens", "n"))], d["zh"].tolist()
 
 
 def text_tokens(tokenizer, text: str, language: str) -> list[int]:
@@ -108,7 +126,8 @@ def run(args, runner) -> int:
 def save(args, runner, heads, meta: dict) -> int:
     from engine.mtp import save_heads
 
-    meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model, **meta}
+    meta = {"command": "livecaptions " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "model": args.model,
+            "seed": args.seed, **meta}
     out = Path(args.output or Path(__file__).resolve().parents[1] / "engine" / "heads" / f"{(runner.sha256 or 'local')[:12]}-{args.model}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_heads(out, heads, runner.sha256 or "", meta)
@@ -116,19 +135,22 @@ def save(args, runner, heads, meta: dict) -> int:
     return 0
 
 
+@contextmanager
 def train_bar(epochs: int):
-    """A progress bar over epochs and the progress(epoch, step, steps, loss) callback that moves it."""
+    """A progress bar over epochs, closed full at the end -> the progress(epoch, step, steps, loss) callback."""
     bar = tqdm(total=epochs, desc="train heads", unit="epoch", file=sys.stderr)
 
     def progress(epoch: int, step: int, steps: int, loss: float) -> None:
         bar.n = epoch
         bar.set_postfix_str(f"step {step}/{steps} loss {loss:.3f}")
 
-    return bar, progress
+    yield progress
+    bar.n = epochs
+    bar.close()
 
 
 def run_audio(args, runner) -> int:
-    from engine.mtp_train import AudioTrainConfig, Transcribed, greedy_labelled, train_audio_for
+    from engine.mtp_train import AudioTrainConfig, greedy_labelled, train_audio_for
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -141,27 +163,21 @@ def run_audio(args, runner) -> int:
             part = order[i : i + AUDIO_LABEL_BATCH]
             for j, u in zip(part, greedy_labelled(runner, [batch[j].audio for j in part], [batch[j].language for j in part])):
                 utts[j] = u
-        np.savez(path, audio=np.concatenate([u.audio for u in utts]), t=np.array([len(u.audio) for u in utts]),
-                 tokens=np.concatenate([u.tokens for u in utts]), n=np.array([len(u.tokens) for u in utts]),
-                 zh=np.array([u.language == "zh" for u in batch]))
+        save_audio_shard(path, utts, [u.language == "zh" for u in batch])
         return f"{sum(len(u.tokens) for u in utts)} tokens"
 
     make_data(args, runner, work, "audio", AUDIO_ZH_SHARE, label_shard)
     label_s = time.time() - t0
     utts, zh = [], []
     for p in sorted(work.glob("audio-*.npz"))[: (args.utterances + SHARD - 1) // SHARD]:
-        d = np.load(p)
-        cut = lambda key: np.cumsum(d[key])[:-1]  # noqa: E731
-        utts += [Transcribed(a, t) for a, t in zip(np.split(d["audio"], cut("t")), np.split(d["tokens"], cut("n")))]
-        zh += d["zh"].tolist()
+        u, z = load_audio_shard(p)
+        utts, zh = utts + u, zh + z
     cfg = AudioTrainConfig(epochs=args.epochs or AudioTrainConfig.epochs, seed=args.seed)
-    bar, progress = train_bar(cfg.epochs)
-    head, report, device = train_audio_for(runner, utts, cfg, work / "audio-train-state.pt", progress)
-    bar.n = cfg.epochs
-    bar.close()
+    with train_bar(cfg.epochs) as progress:
+        head, report, device = train_audio_for(runner, utts, cfg, work / "audio-train-state.pt", progress)
     data = {"utterances": len(utts), "zh_share": round(float(np.mean(zh)), 3), "tokens": int(sum(len(u.tokens) for u in utts)),
             "encoded_s": round(sum(len(u.audio) for u in utts) * 0.02, 1)}  # 20 ms encoder frames, trim padding included
-    return save(args, runner, head, {"head": "audio", **data, "seed": args.seed, "train": asdict(cfg), "heldout": report,
+    return save(args, runner, head, {"head": "audio", **data, "train": asdict(cfg), "heldout": report,
                                      "seconds": round(time.time() - t0, 1), "label_seconds": round(label_s, 1), "device": device})
 
 
@@ -200,9 +216,7 @@ def run_decoder(args, runner) -> int:
         raise RuntimeError("no utterance passed the agreement filter")
 
     cfg = TrainConfig(n_heads=args.heads, epochs=args.epochs or TrainConfig.epochs, seed=args.seed)
-    bar, progress = train_bar(cfg.epochs)
-    heads, report, device = train_for(runner, utts, cfg, work / "train-state.pt", progress)
-    bar.n = cfg.epochs
-    bar.close()
-    return save(args, runner, heads, {"head": "decoder", **data, "seed": args.seed, "train": asdict(cfg), "heldout": report,
+    with train_bar(cfg.epochs) as progress:
+        heads, report, device = train_for(runner, utts, cfg, work / "train-state.pt", progress)
+    return save(args, runner, heads, {"head": "decoder", **data, "train": asdict(cfg), "heldout": report,
                                       "seconds": round(time.time() - t0, 1), "label_seconds": round(label_s, 1), "device": device})
