@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import psutil
 
+from bench.machine import describe
 from bench.scoring import Clip, clips, error_rate
 
 Transcribe = Callable[[np.ndarray, list[np.ndarray], str], str]  # (whole clip, its <= 30 s pieces, language) -> text
@@ -186,19 +185,6 @@ def measure(config: str, model: str, repeat: int, threads: int, quiet_s: float) 
                round(rss_mb, 1), score("en"), score("zh"), round(others, 1))
 
 
-def machine() -> str:
-    import ctranslate2
-    import faster_whisper
-    import torch
-
-    info = open("/proc/cpuinfo").read()
-    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-               platform.processor())
-    flags = "/".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f" {f}" in info)
-    return (f"{os.cpu_count()} cores ({cpu}; {flags}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"ctranslate2 {ctranslate2.__version__}, faster-whisper {faster_whisper.__version__}")
-
-
 def table(rows: list[Row]) -> str:
     base = next((r.wall_s for r in rows if r.config == BASELINE), None)
     fmt = "{:<20} {:>7} {:>7} {:>6} {:>10} {:>6} {:>5} {:>5} {:>11} {:>8}"
@@ -241,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[bench.engine] {config}: wall {r.wall_s:.2f} s, RTF {r.rtf:.3f} ({time.perf_counter() - t0:.0f} s "
               f"with load and warm-up); other processes used {r.others_pct:.0f}% of a core"
               + ("  <- NOISY: rerun on an idle machine" if r.others_pct > 10 else ""), file=sys.stderr, flush=True)
-    print(f"# machine: {machine()}")
+    print(f"# machine: {describe('ctranslate2', 'faster-whisper')}")
     print(f"# command: python -m bench.engine {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print(f"# model {args.model}, {rows[0].segments} segments, threads {args.threads or 'default'}, each clip's "
           f"fastest of {args.repeat} pass(es); * = engine default on CPU; others % = CPU that other processes used "

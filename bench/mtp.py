@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bench.machine import describe
 from bench.scoring import clips
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from engine.messages import DecodeOptions
@@ -147,8 +146,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"# bench.mtp on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"# bench.mtp on {describe()}, {torch.get_num_threads()} threads")
     for model in (["base", "tiny.en"] if a.model == "all" else [a.model]):
         bench(model, a.compute_type, a.json, a.mtp_heads)
 

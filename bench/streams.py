@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.machine import describe  # noqa: E402
 from bench.scoring import SPEECH, clips, error_rate  # noqa: E402
 
 RATE = 16000  # Hz, s16le mono on the wire
@@ -301,7 +302,7 @@ def live(args: argparse.Namespace, counts: list[int]) -> None:
             time.sleep(2)  # let the last finals settle before the next N
     finally:
         server.stop()
-    print(f"# machine: {os.cpu_count()} cores; model {args.model}, device {args.device}, compute {args.compute_type}; "
+    print(f"# machine: {describe()}; model {args.model}, device {args.device}, compute {args.compute_type}; "
           f"{args.duration:g} s of audio per stream, {args.frame_ms} ms frames, endpointing "
           f"{args.endpointing_ms or 1250} ms; latencies in s; server % = CPU of the server process (100 = one core)")
     print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
@@ -409,7 +410,7 @@ def offline(args: argparse.Namespace) -> None:
         row.wer, row.cer = score(texts, languages, references, "en"), score(texts, languages, references, "zh")
         rows.append(row)
     peer = rows[-1]
-    print(f"# machine: {os.cpu_count()} cores; model {args.model}; {len(files)} files from {folder}; "
+    print(f"# machine: {describe('faster-whisper')}; model {args.model}; {len(files)} files from {folder}; "
           f"audio decoded before timing; one warm-up each")
     print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
     fmt = "{:<36} {:>5} {:>8} {:>8} {:>7} {:>11} {:>7} {:>8} {:>6} {:>6}"

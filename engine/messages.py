@@ -11,6 +11,7 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 ENCODER_MODES = ("trim", "full")  # trim: encode the segment's true length; full: pad to Whisper's 30 s window
 ZH_SCRIPTS = ("simplified", "traditional", "as-is")
+AUDIO_ATTENTION = ("auto", "float32", "bfloat16")  # auto: bfloat16 for int8 on a CPU with AMX, else float32
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,11 @@ class EngineConfig:
     mtp_heads: str | None = None  # MTP heads file; None: the shipped/beside-the-model heads if any; "none": no heads
     n_drafts: int | None = None  # MTP drafts per step (default: one per head)
     draft_min_prob: float = 0.3  # a head's draft below this probability ends the row's drafts for the step
+    audio_attention: str = "auto"  # dtype of attention over the audio on the CPU (AUDIO_ATTENTION)
 
     def __post_init__(self) -> None:
         for name, allowed in (("device", DEVICES), ("compute_type", COMPUTE_TYPES), ("encoder", ENCODER_MODES),
-                              ("zh_script", ZH_SCRIPTS)):
+                              ("zh_script", ZH_SCRIPTS), ("audio_attention", AUDIO_ATTENTION)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.threads < 0 or self.max_batch < 1 or not 0 <= self.trim_pad_s <= 30:

@@ -5,14 +5,13 @@ time makes a preview cost grow with the segment (quadratic over it). Here a stre
 keys/values, and the decoder's cross-attention keys/values, of the positions an earlier preview already
 encoded, and each preview encodes only the positions after them, attending over the kept ones
 (`AudioEncoder.extend`). The kept positions never saw the audio after them, so this approximates the full
-encode: measured on ../shared/speech (partials every 0.5 s of the first 20 s of three English clips), the text
-differs from the full encode's in 0.5 % of the words, at a third of the encoder time. Finals, and pauses (which
-may become finals), always get the full encode.
+encode, at a third of the encoder time (tests/engine/test_preview.py bounds the difference in words; figures in
+docs/performance.md). Finals, and pauses (which may become finals), always get the full encode.
 
 The positions of the last MARGIN_S of audio are encoded again by the next preview: they saw only the silence
-padding after them, and re-encoding them with the audio that follows keeps word endings right. PAD_S of silence
-after the audio tells the decoder where speech stops, as in trimmed encoding (EngineConfig.trim_pad_s); measured
-against shorter pads (word differences: 1.5 s 0.5 %, 1.0 s 3.1 %, 0.5 s 8.1 %).
+padding after them, and re-encoding them with the audio that follows keeps word endings right. The audio is
+followed by the same silence as in the full encode (EngineConfig.trim_pad_s), so a preview differs from it only
+in its kept positions: a shorter pad read more words differently.
 """
 from __future__ import annotations
 
@@ -21,10 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.audio import HOP_LENGTH, HOP_PAD, SAMPLE_RATE, log_mel_spectrogram, n_frames
+from engine.audio import HOP_LENGTH, HOP_PAD, N_FRAMES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.model import CrossKV, EncoderCache, Whisper
 
-PAD_S = 1.5
 MARGIN_S = 0.5
 
 
@@ -46,22 +44,23 @@ class Preview:
 
 
 @torch.inference_mode()
-def preview_cross(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype) -> CrossKV:
-    """A segment's cross-attention keys/values for a preview, as one CrossKV row; `state` is updated for the next,
-    longer audio of the segment (and starts afresh when `audio` does not extend what it kept)."""
+def preview_cross(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype, pad_s: float) -> CrossKV:
+    """A segment's cross-attention keys/values for a preview, as one CrossKV row, encoded with `pad_s` of silence
+    after the audio; `state` is updated for the next, longer audio of the segment (and starts afresh when `audio`
+    does not extend what it kept)."""
     if not state.extends(audio):
         state.reset()
     try:
-        return _extend(model, audio, state, dtype)
+        return _extend(model, audio, state, dtype, pad_s)
     except BaseException:
         state.reset()  # half updated: the next preview starts afresh
         raise
 
 
-def _extend(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype) -> CrossKV:
+def _extend(model: Whisper, audio: np.ndarray, state: Preview, dtype: torch.dtype, pad_s: float) -> CrossKV:
     enc, dec = model.encoder, model.decoder
-    pad = int(PAD_S * SAMPLE_RATE)
-    frames = n_frames(len(audio) + pad)
+    pad = int(pad_s * SAMPLE_RATE)
+    frames = min(N_FRAMES, n_frames(len(audio) + pad))  # as the full encode: at most Whisper's 30 s window
     device = dec.positional_embedding.device
     mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=pad + HOP_PAD)[:, :frames].to(device, dtype)
     commit = max(0, n_frames(len(audio)) - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2

@@ -35,13 +35,14 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def audio_attention(device: torch.device, compute_type: str) -> torch.dtype | None:
+def audio_attention(device: torch.device, compute_type: str, choice: str = "auto") -> torch.dtype | None:
     """The dtype of attention over the audio (the encoder's, and the decoder's cross-attention with the keys/values
-    it keeps): int8 on a CPU with native bfloat16 (AMX, AVX512-BF16) attends in bfloat16, else in the
-    activations' dtype. Measured on this project's Xeon (base, the 7 clips of ../shared/speech batched): encode
-    0.56 -> 0.46 s, decode 0.93 -> 0.77 s (a step over 30 s of audio 8.2 -> 6.0 ms); en WER 2.9 -> 2.1 %, zh CER
-    13.2 % both."""
-    if device.type == "cpu" and compute_type == "int8" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    it keeps); None: the activations' dtype. "auto": bfloat16 for int8 on a CPU with AMX, whose tiles make it
+    faster; elsewhere float32, as on AVX512-BF16 without AMX, where bfloat16 attention is no faster for the
+    encoder and several times slower for a decoder step (docs/performance.md, "CPUs")."""
+    if device.type != "cpu" or choice == "float32" or (choice == "auto" and compute_type != "int8"):
+        return None
+    if choice == "bfloat16" or torch.cpu.get_capabilities().get("amx_bf16", False):
         return torch.bfloat16
     return None
 
@@ -67,7 +68,7 @@ class ModelRunner:
         # float64 self-attention on the CPU: exact, so drafts and batching never change a token (engine/model.py)
         exact = self.device.type == "cpu" and self.compute_type in ("int8", "float32")
         model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_attention(
-            self.device, self.compute_type))
+            self.device, self.compute_type, config.audio_attention))
         model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
         del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
@@ -191,7 +192,7 @@ class ModelRunner:
                     guesses[full[n]] = g
         for i, p in enumerate(previews):
             if p is not None:
-                row = preview_cross(self.model, audios[i], p, self.dtype)
+                row = preview_cross(self.model, audios[i], p, self.dtype, self.config.trim_pad_s)
                 if cross is None:
                     cross = row
                 else:

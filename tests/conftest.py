@@ -14,16 +14,19 @@ def speech() -> list[Clip]:
 
 @pytest.fixture(scope="session")
 def runners():
-    """get(model, compute_type) -> a CPU ModelRunner, built once per configuration for the whole session."""
+    """get(model, compute_type, audio_attention) -> a CPU ModelRunner, built once per configuration for the whole
+    session."""
     from engine.runner import ModelRunner
     from engine.messages import EngineConfig
 
     cache: dict[tuple, ModelRunner] = {}
 
-    def get(model: str = "base", compute_type: str = "int8") -> ModelRunner:
-        if (model, compute_type) not in cache:
-            cache[model, compute_type] = ModelRunner(EngineConfig(model=model, compute_type=compute_type, device="cpu"))
-        return cache[model, compute_type]
+    def get(model: str = "base", compute_type: str = "int8", audio_attention: str = "auto") -> ModelRunner:
+        key = model, compute_type, audio_attention
+        if key not in cache:
+            cache[key] = ModelRunner(EngineConfig(model=model, compute_type=compute_type, device="cpu",
+                                                  audio_attention=audio_attention))
+        return cache[key]
 
     return get
 

@@ -29,13 +29,11 @@ def test_cross_attention_keys_of_a_batch_are_each_rows_own(runners, speech, comp
     that has it, engine/runner.py: audio_attention)."""
     import torch
 
-    from engine.runner import audio_attention
-
     runner = runners("base", compute_type)
     audios = [load_clip(c)[: 16000 * 30] for c in speech]
     opts = [DecodeOptions(language=c.language) for c in speech]
     together, _ = runner.cross(audios, "trim", opts)
-    dtype = audio_attention(runner.device, compute_type) or torch.float32
+    dtype = runner.model.decoder.audio_dtype or torch.float32
     for r, (a, o) in enumerate(zip(audios, opts)):
         alone, _ = runner.cross([a], "trim", [o])
         for layer in range(len(alone.keys)):

@@ -23,19 +23,30 @@ def _decode(runner, audio: np.ndarray, opts: DecodeOptions, preview: Preview | N
 
 
 def test_previews_of_a_growing_segment_read_what_the_full_encode_reads(runners, speech):
-    runner = runners("base", "int8")
+    """Text read from prefixes cut every 0.5 s is chaotic: a rounding difference flips a word now and then, and
+    which words flip depends on the CPU's kernels. So the bound is measured in the same run on the same CPU: the
+    full encode with attention over the audio in bfloat16 vs float32 (both are used, by CPU) reads the prefixes
+    this differently; a preview, in either dtype, may differ from the full encode by that much plus one point
+    (about four of the ~400 words). Previews padded 0.5 s less than the full encode failed it here (AMD EPYC)."""
     opts = DecodeOptions(language="en", drafts=None)
-    pairs = []
-    for clip in [c for c in speech if c.language == "en" and c.duration_s > 8][:2]:
-        audio, state = load_clip(clip)[: 12 * SAMPLE_RATE], Preview()
-        for end in np.arange(1.0, len(audio) / SAMPLE_RATE, 0.5):
-            seg = audio[: int(end * SAMPLE_RATE)]
-            pairs.append((_decode(runner, seg, opts), _decode(runner, seg, opts, state)))
-            # positions kept: everything but the last MARGIN_S, whose samples the state holds to check the next call
-            kept = max(0, len(seg) // HOP_LENGTH - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2
-            assert state.encoder.length == kept and len(state.audio) == kept * 2 * HOP_LENGTH
-            assert all(k.shape[1] == kept for k, _ in state.cross)  # (H, T, D/H)
-    assert len(pairs) > 20 and error_rate(pairs, "en") < 5.0, pairs
+    clips = [load_clip(c)[: 12 * SAMPLE_RATE] for c in speech if c.language == "en" and c.duration_s > 8][:2]
+    full, previews = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        runner = runners("base", "int8", dtype)
+        full[dtype], previews[dtype] = [], []
+        for audio in clips:
+            state = Preview()
+            for end in np.arange(1.0, len(audio) / SAMPLE_RATE, 0.5):
+                seg = audio[: int(end * SAMPLE_RATE)]
+                full[dtype].append(_decode(runner, seg, opts))
+                previews[dtype].append(_decode(runner, seg, opts, state))
+                # positions kept: all but the last MARGIN_S, whose samples the state holds to check the next call
+                kept = max(0, len(seg) // HOP_LENGTH - int(MARGIN_S * SAMPLE_RATE) // HOP_LENGTH) // 2
+                assert state.encoder.length == kept and len(state.audio) == kept * 2 * HOP_LENGTH
+                assert all(k.shape[1] == kept for k, _ in state.cross)  # (H, T, D/H)
+    rounding = error_rate(list(zip(full["float32"], full["bfloat16"])), "en")
+    drift = {dtype: error_rate(list(zip(full[dtype], previews[dtype])), "en") for dtype in full}
+    assert len(full["float32"]) > 20 and max(drift.values()) <= rounding + 1.0, (drift, rounding)
 
 
 def test_a_preview_of_other_audio_starts_afresh(runners, speech):
