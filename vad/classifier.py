@@ -88,6 +88,16 @@ class FrameClassifier:
                 self._noise_level = max(levels)
         return self._release() if len(self._queue) > self.delay else None
 
+    def quiet_ahead(self) -> int:
+        """Frames pushed but not yet labelled, counted from the oldest, that webrtcvad already called unvoiced: the
+        vetoes only ever turn voiced frames unvoiced, so their labels will be False whatever comes next."""
+        n = 0
+        for f in self._queue:
+            if f.voiced:
+                break
+            n += 1
+        return n
+
     def drain(self) -> list[bool]:
         return [self._release() for _ in range(len(self._queue))]
 

@@ -74,6 +74,7 @@ class Segmenter:
         self._floor = 0  # end of the last emitted segment: pre-roll never reaches before it
         self._index = 0  # index of the next segment
         self._seg: _Segment | None = None
+        self._resume = 0  # labels of frames ending up to here were known ahead of time (_ahead): skipped
         self._flushed = False
 
     def feed(self, pcm: np.ndarray, sample_rate: int | None = None) -> list[Event]:
@@ -99,6 +100,7 @@ class Segmenter:
             self._seen += self._frame
             if label is not None:
                 events += self._step(label)
+            events += self._ahead()
         self._trim()
         return events
 
@@ -133,11 +135,40 @@ class Segmenter:
         self._index, self._floor = self._index + 1, end
         return ended
 
+    def _ahead(self) -> list[Event]:
+        """A pause or an endpoint reached in frames not labelled yet but already called unvoiced by webrtcvad (their
+        labels can only be False): announced now instead of the classifier's look-ahead later."""
+        seg, cfg = self._seg, self.config
+        if seg is None or not seg.confirmed or not (quiet := self._classifier.quiet_ahead()):
+            return []
+        silent = self._pos + quiet * self._frame - seg.voiced_end
+        endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
+        events: list[Event] = []
+        if seg.paused_at != seg.voiced_end and silent >= cfg.samples(self._pause_ms(endpoint_ms)):
+            events.append(self._pause(seg))
+        # the frame whose label would end the segment; no forced split may come before it
+        at = seg.voiced_end + -(-cfg.samples(endpoint_ms) // self._frame) * self._frame
+        if silent >= cfg.samples(endpoint_ms) and at - self._frame - seg.start < cfg.samples(cfg.max_segment_s * 1000):
+            self._seg, self._resume = None, at
+            self._window.clear()
+            events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
+        return events
+
+    def _pause_ms(self, endpoint_ms: int) -> int:
+        """ms after the last voiced frame at which SpeechPaused comes (the post-roll, when the endpoint is sooner)."""
+        return self.config.pause_ms if self.config.pause_ms < endpoint_ms else self.config.post_roll_ms
+
+    def _pause(self, seg: _Segment) -> SpeechPaused:
+        seg.paused_at, stop = seg.voiced_end, seg.voiced_end + self.config.samples(self.config.post_roll_ms)
+        return SpeechPaused(self._index, seg.start, stop, self._audio(seg.start, stop), self.config.sample_rate)
+
     def _step(self, voiced: bool) -> list[Event]:
         cfg = self.config
         end = self._pos = self._pos + self._frame
-        self._window.append(voiced)
         self._run = self._run + 1 if voiced else 0
+        if end <= self._resume:  # known ahead: the segment it ended is out, and the frame is not in the new window
+            return []
+        self._window.append(voiced)
         seg = self._seg
         if seg is None:
             if sum(self._window) < cfg.start_frames:
@@ -160,13 +191,14 @@ class Segmenter:
         elif seg.confirmed and end - seg.start >= cfg.samples(cfg.max_segment_s * 1000):
             events += self._split(seg)
         elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms) \
-                and end - seg.voiced_end < cfg.samples(cfg.post_roll_ms):  # not in a pause: it would add no speech
+                and end - seg.voiced_end < cfg.samples(cfg.post_roll_ms) and seg.paused_at != seg.voiced_end:
+            # not in a pause (it would add no speech); the audio is all that has come, the look-ahead's too
             seg.partial_mark = end
-            events.append(PartialDue(self._index, seg.start, end, self._audio(seg.start, end), cfg.sample_rate))
+            events.append(PartialDue(self._index, seg.start, self._seen, self._audio(seg.start, self._seen),
+                                     cfg.sample_rate))
         if self._seg is seg and seg.confirmed and seg.paused_at != seg.voiced_end \
-                and end - seg.voiced_end >= cfg.samples(cfg.pause_ms if cfg.pause_ms < endpoint_ms else cfg.post_roll_ms):
-            seg.paused_at, stop = seg.voiced_end, seg.voiced_end + cfg.samples(cfg.post_roll_ms)
-            events.append(SpeechPaused(self._index, seg.start, stop, self._audio(seg.start, stop), cfg.sample_rate))
+                and end - seg.voiced_end >= cfg.samples(self._pause_ms(endpoint_ms)):
+            events.append(self._pause(seg))
         return events
 
     def _onset_frames(self) -> int:

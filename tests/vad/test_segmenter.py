@@ -8,6 +8,7 @@ import pytest
 import soxr
 
 from vad.config import SegmenterConfig
+from vad.classifier import NOISE_WINDOW_MS
 from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted
 from vad.segmenter import Segmenter, to_int16
 
@@ -272,5 +273,25 @@ def test_no_partial_comes_due_in_a_pause():
     config = SegmenterConfig(endpoint_ms=1250)  # the session's endpoint: the pause stays inside the segment
     events = stream(to_int16(decode_file(SPEECH / "jfk.wav")), 1000, config)
     (pause,) = [e for e in events if isinstance(e, SpeechPaused) and 2.0 < e.end_s < 2.6]
-    assert not [e for e in events if isinstance(e, PartialDue) and pause.end_s < e.end_s < 3.2]
+    ahead = NOISE_WINDOW_MS / 1000  # a partial's audio runs the classifier's look-ahead past the moment it came due
+    assert not [e for e in events if isinstance(e, PartialDue) and pause.end_s < e.end_s - ahead < 3.2]
     assert len(ended(events)) == 1
+
+
+def test_the_end_of_speech_in_silence_is_heard_without_the_look_ahead(clip):
+    """webrtcvad's unvoiced verdicts stand (the classifier's vetoes only ever unvoice a frame), so a pause and the
+    endpoint in clean silence are announced once that much silence has been fed, not NOISE_WINDOW_MS later; a
+    partial holds all the audio fed so far."""
+    config = SegmenterConfig()
+    pcm = np.concatenate([clip("jfk.wav")[: 2 * RATE], np.zeros(2 * RATE, np.int16)])  # "And so my fellow Americans"
+    seg, fed, heard = Segmenter(config), 0, []
+    for i in range(0, len(pcm), config.frame_samples):
+        fed += config.frame_samples
+        heard += [(fed, e) for e in seg.feed(pcm[i : i + config.frame_samples])]
+    (end_fed, end), = [(f, e) for f, e in heard if isinstance(e, SpeechEnded)]
+    (pause_fed, pause), = [(f, e) for f, e in heard if isinstance(e, SpeechPaused)]
+    voiced_end = end.end - config.samples(config.post_roll_ms)
+    assert end_fed == voiced_end + config.samples(config.endpoint_ms)
+    assert pause_fed == voiced_end + config.samples(config.pause_ms) and pause.end == end.end
+    assert [p.end for f, p in heard if isinstance(p, PartialDue)] == [f for f, p in heard if isinstance(p, PartialDue)]
+    assert ended(stream(pcm, RATE, config)) == [end]  # the same segment whatever the chunking
