@@ -58,7 +58,7 @@ class ListenParams:
     channels: int = 1
     language: str = "auto"
     partials: bool = True
-    endpointing_ms: int = 1250
+    endpointing_ms: int = SessionConfig.endpoint_ms
 
     def __post_init__(self) -> None:
         if not STREAM_ID.fullmatch(self.stream):
@@ -82,7 +82,7 @@ class ListenParams:
         return cls(stream=q("stream") or uuid.uuid4().hex[:12], encoding=q("encoding", "pcm_s16le"),
                    sample_rate=_int(q("sample_rate", "16000"), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
                    language=q("language") or config.language, partials=_bool(q("partials", "true"), "partials"),
-                   endpointing_ms=_int(q("endpointing_ms", "1250"), "endpointing_ms"))
+                   endpointing_ms=_int(q("endpointing_ms", str(SessionConfig.endpoint_ms)), "endpointing_ms"))
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(language=None if self.language == "auto" else self.language, partials=self.partials,

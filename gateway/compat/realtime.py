@@ -104,7 +104,7 @@ class Settings:
     turn_detection: TurnDetection | None = TurnDetection()  # None: manual commits
 
     def session_config(self) -> SessionConfig:
-        endpoint = max(MIN_SILENCE_MS, self.turn_detection.silence_duration_ms) if self.turn_detection else 1250
+        endpoint = max(MIN_SILENCE_MS, self.turn_detection.silence_duration_ms) if self.turn_detection else SessionConfig.endpoint_ms
         return SessionConfig(language=self.language, prompt=self.prompt, endpoint_ms=endpoint, empty_finals=True)
 
 
