@@ -117,9 +117,9 @@ class GreedyDecoder:
         # padded to the longest in its batch: 1 + drafts), not for the whole text context: most segments allow
         # far fewer tokens than 448, and on the CPU the cache holds float64.
         cache = self.model.new_cache(len(rows), max(len(r.prefix) + len(tok.sot_sequence(r.language, r.opts.task))
-                                                    + r.cap for r in rows) + 1 + PREVIOUS_DRAFT_LEN)
+                                                    + len(r.opts.prefix) + r.cap for r in rows) + 1 + PREVIOUS_DRAFT_LEN)
         detect = any(r.language is None for r in rows) and tok.multilingual
-        first = [r.prefix if detect else r.prefix + tok.sot_sequence(r.language, r.opts.task) for r in rows]
+        first = [r.prefix if detect else r.prefix + self._start(r) for r in rows]
         hidden, starts = self._forward(cache, cross, first, rows)
         at_sot = dec.logits(hidden[[s + len(r.prefix) - 1 for s, r in zip(starts, rows)]]).float()
         probs = at_sot.softmax(-1)
@@ -131,7 +131,7 @@ class GreedyDecoder:
             for r, b, lp in zip(rows, best, lang_probs.tolist()):
                 if r.language is None:
                     r.language, r.language_prob = tok.language_of(int(self.lang_ids[b])), lp[b]
-            first = [tok.sot_sequence(r.language, r.opts.task) for r in rows]
+            first = [self._start(r) for r in rows]
             hidden, starts = self._forward(cache, cross, first, rows)
         last_hidden = hidden[[s + len(f) - 1 for s, f in zip(starts, first)]]
         for r, p in zip(rows, self._greedy(last_hidden, list(range(len(rows))), [[] for _ in rows], rows)):
@@ -182,6 +182,10 @@ class GreedyDecoder:
                 drafts[i] = d
         return drafts
 
+    def _start(self, row: _Row) -> list[int]:
+        """What follows <|startoftranscript|>: language, task, no timestamps, then the forced text prefix."""
+        return self.tok.sot_sequence(row.language, row.opts.task) + list(row.opts.prefix)
+
     def _row(self, key: object, opts: DecodeOptions) -> _Row:
         tok = self.tok
         prefix = [tok.sot]
@@ -192,7 +196,7 @@ class GreedyDecoder:
         if language is not None and language not in tok.languages:
             raise ValueError(f"unknown language {language!r}; known: {', '.join(tok.languages)}")
         row = _Row(key, opts, prefix, language)
-        room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task))
+        room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task)) - len(opts.prefix)
         if room < opts.max_new_tokens:
             row.opts = replace(opts, max_new_tokens=max(1, room))
         return row

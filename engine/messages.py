@@ -50,6 +50,9 @@ class DecodeOptions:
     compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
     drafts: str | None = "mtp"  # draft source: "mtp" (heads, when loaded), "previous", "both", None; output is the same
     previous: tuple[int, ...] = ()  # tokens of the previous hypothesis of this audio (a partial): drafts to verify
+    # text tokens the transcript starts with, forced and not returned: those of audio the segment begins with (a
+    # live stream's previous piece, decoded again before the new one, as faster-whisper's `prefix`)
+    prefix: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):

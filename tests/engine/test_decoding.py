@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.scoring import error_rate
 from engine.decoding import GreedyDecoder, _cut_loop
 from engine.messages import DecodeOptions
 from tests.conftest import load_clip
@@ -126,3 +127,17 @@ def test_segments_join_and_leave_one_batch_many_times(runners, speech):
     while batch.rows:
         done.update(runner.step(batch))
     assert [done[i].tokens for i in range(len(audios))] == alone
+
+
+def test_a_forced_prefix_is_continued_not_returned(runners, speech):
+    """DecodeOptions.prefix: the tokens of audio the segment starts with are forced after the task tokens and not
+    returned, so the decode reads on from there (a live stream's previous piece, gateway/session.py)."""
+    runner = runners("base", "int8")
+    jfk = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
+    head = runner.transcribe([jfk[: 3 * 16000]], DecodeOptions(language="en"))[0]  # "And so my fellow Americans," (a pause)
+    whole = runner.transcribe([jfk], DecodeOptions(language="en"))[0]
+    for language in ("en", None):  # given, or detected before the prefix is fed
+        rest = runner.transcribe([jfk], DecodeOptions(language=language, prefix=head.result.tokens))[0]
+        assert "fellow" in head.text.lower() and "fellow" not in rest.text.lower(), rest.text
+        assert rest.result.language == "en" and "your country" in rest.text
+        assert error_rate([(whole.text, f"{head.text} {rest.text}")], "en") < 10
