@@ -35,6 +35,11 @@ class SegmenterConfig:
     # a speaker who never pauses long, e.g. read text or audio looped with short gaps (None: endpoint_ms only).
     long_segment_s: float | None = 10.0
     long_endpoint_ms: int = 250
+    # An utterance still shorter than this ends only at a longer pause (short_endpoint_ms, if longer than
+    # endpoint_ms): a word or two alone reads worse than with the words after it ("one two three" spoken with
+    # half-second gaps). None: endpoint_ms only.
+    short_segment_s: float | None = None
+    short_endpoint_ms: int = 1250
     partial_interval_ms: int = 500  # ms of new audio between PartialDue events while a segment is open
     # ms into a pause (>= post_roll_ms) at which SpeechPaused comes, so its audio can be decoded before the endpoint.
     # Most pauses end sooner and their decode is wasted: at the sessions' 1250 ms endpoint, ../shared/speech has 24
@@ -57,8 +62,8 @@ class SegmenterConfig:
             raise ValueError("pre_roll_ms, post_roll_ms and min_speech_ms must be >= 0")
         if not self.post_roll_ms <= self.endpoint_ms:  # the post-roll must already be heard when speech ends
             raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed endpoint_ms ({self.endpoint_ms})")
-        if not self.post_roll_ms <= self.long_endpoint_ms:
-            raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed long_endpoint_ms ({self.long_endpoint_ms})")
+        if not self.post_roll_ms <= min(self.long_endpoint_ms, self.short_endpoint_ms):
+            raise ValueError(f"post_roll_ms ({self.post_roll_ms}) must not exceed long_endpoint_ms or short_endpoint_ms")
         if self.pause_ms < self.post_roll_ms:  # the paused audio ends post_roll_ms after speech: it must be heard
             raise ValueError(f"pause_ms ({self.pause_ms}) must be at least post_roll_ms ({self.post_roll_ms})")
         if self.endpoint_ms < self.frame_ms or self.partial_interval_ms < self.frame_ms:
@@ -70,6 +75,8 @@ class SegmenterConfig:
         """ms of silence that end an utterance already `length_s` seconds long."""
         if self.long_segment_s is not None and length_s >= self.long_segment_s:
             return min(self.endpoint_ms, self.long_endpoint_ms)
+        if self.short_segment_s is not None and length_s < self.short_segment_s:
+            return max(self.endpoint_ms, self.short_endpoint_ms)
         return self.endpoint_ms
 
     @property

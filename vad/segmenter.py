@@ -17,7 +17,9 @@ so the events depend only on the samples, never on how they were chunked. Per la
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
                       the next segment starts on the very next sample.
 
-Labels lag the input by the classifier's look-ahead (300 ms), which adds that much latency to every event.
+Labels lag the input by the classifier's look-ahead (300 ms). webrtcvad's unvoiced verdicts stand whatever the
+look-ahead finds, so a pause and the endpoint in frames it already called unvoiced are announced without that lag
+(`_ahead`); a PartialDue holds all the audio fed so far, the look-ahead's too.
 """
 from collections import deque
 from dataclasses import dataclass

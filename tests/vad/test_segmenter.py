@@ -295,3 +295,14 @@ def test_the_end_of_speech_in_silence_is_heard_without_the_look_ahead(clip):
     assert pause_fed == voiced_end + config.samples(config.pause_ms) and pause.end == end.end
     assert [p.end for f, p in heard if isinstance(p, PartialDue)] == [f for f, p in heard if isinstance(p, PartialDue)]
     assert ended(stream(pcm, RATE, config)) == [end]  # the same segment whatever the chunking
+
+
+def test_a_short_utterance_ends_only_at_a_longer_pause(clip):
+    """"one two three" is spoken with half-second gaps: a 500 ms endpoint cuts it into words, unless an utterance
+    still under short_segment_s waits for short_endpoint_ms."""
+    pcm = np.concatenate([clip("one-two-three.wav"), np.zeros(2 * RATE, np.int16)])
+    words = ended(stream(pcm, 592, SegmenterConfig(endpoint_ms=500)))
+    whole = ended(stream(pcm, 592, SegmenterConfig(endpoint_ms=500, short_segment_s=2.0)))
+    assert len(words) >= 2 and len(whole) == 1
+    assert whole[0].start == words[0].start and whole[0].end == words[-1].end
+    assert SegmenterConfig(endpoint_ms=500, short_segment_s=2.0).endpoint_after(2.5) == 500
