@@ -12,7 +12,7 @@ t0 + its audio time (t0: the stream's start), so for an event covering audio up 
 
   final latency    receipt of caption.final - (t0 + end). `end` is the end of the segment's audio, i.e. the end
                    of speech plus the VAD's 200 ms post-roll: this includes the endpointing wait (the segment
-                   only ends after --endpointing-ms of silence; the server default is 1250 ms), then the decode.
+                   only ends after --endpointing-ms of silence; the server default is 500 ms), then the decode.
   decode latency   receipt of caption.final - receipt of the segment's speech.stopped (the decode part alone).
   partial latency  receipt of caption.partial - (t0 + its end, how far into the segment the preview heard).
 
@@ -243,7 +243,7 @@ async def measure(url: str, proc: psutil.Process, n: int, programs: list[bytes],
     decodes = [lat for r in results for lat in r.decodes]
     return {
         "streams": n, "duration_s": args.duration, "wall_s": round(wall, 1), "model": args.model,
-        "endpointing_ms": args.endpointing_ms or 1250,
+        "endpointing_ms": args.endpointing_ms,  # None: the server's default
         "p50_final_latency_s": pct(finals, 50), "p95_final_latency_s": pct(finals, 95),
         "p50_partial_latency_s": pct(partials, 50), "p95_partial_latency_s": pct(partials, 95),
         "p50_final_decode_s": pct(decodes, 50), "p95_final_decode_s": pct(decodes, 95),
@@ -304,7 +304,7 @@ def live(args: argparse.Namespace, counts: list[int]) -> None:
         server.stop()
     print(f"# machine: {describe()}; model {args.model}, device {args.device}, compute {args.compute_type}; "
           f"{args.duration:g} s of audio per stream, {args.frame_ms} ms frames, endpointing "
-          f"{args.endpointing_ms or 1250} ms; latencies in s; server % = CPU of the server process (100 = one core)")
+          f"{args.endpointing_ms or 'the server default'} ms; latencies in s; server % = CPU of the server process (100 = one core)")
     print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
     print(live_table(rows))
     kept = [r["streams"] for r in rows if r["realtime"]]
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=75.0, help="seconds of audio per stream and run (default 75)")
     ap.add_argument("--frame-ms", type=int, default=50, help="audio per WebSocket frame (default 50 ms)")
     ap.add_argument("--endpointing-ms", type=int, default=None,
-                    help="silence that ends an utterance, passed as ?endpointing_ms= (default: the server's, 1250)")
+                    help="silence that ends an utterance, passed as ?endpointing_ms= (default: the server's)")
     ap.add_argument("--batch", type=int, default=0, help="offline: segments per batch (0: each engine's default)")
     ap.add_argument("--json", action="store_true", help="also print one JSON line per run (the last line)")
     args = ap.parse_args(argv)

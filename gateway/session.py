@@ -14,7 +14,9 @@ final will hold if the pause lasts (shown as a partial); when the segment then e
 (the engine's output does not depend on batching or drafts, so it is the same transcript), out the moment the
 endpoint is heard instead of a decode later. A partial already in flight when its segment ends is still shown
 if it returns before the final is in (a preview while the final decodes; under load often the only one), never
-after. Finals go out in segment order whatever order the engine returns them in. A segment whose final text is
+after. Finals go out in segment order whatever order the engine returns them in. A segment that follows the one
+before it closely is decoded after that one's final is in, led by its audio and tokens (CONTEXT_GAP_S), so a
+sentence finalised in pieces at its pauses reads as it would whole. A segment whose final text is
 empty (noise, breath: the engine judged it silence) gets no caption.final, only its speech.stopped. A failed final
 becomes an `error` event in the final's place; a failed partial is only logged. Either way the session goes on.
 
@@ -27,7 +29,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +50,15 @@ log = logging.getLogger("livecaptions.session")
 Emit = Callable[[ev.Event], Awaitable[None]]
 CHARACTER_LANGUAGES = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")  # written without spaces between words
 _WORD = re.compile(r"\S+")
+# A segment is decoded after the one before it when that one ended at most CONTEXT_GAP_S earlier and is at most
+# CONTEXT_MAX_S long: its audio leads the new audio and its final's tokens are forced as the transcript's start, so a
+# sentence cut at a short pause reads as it would whole (a live stream at the 500 ms endpoint: WER 2.4 -> 0.0 %).
+CONTEXT_GAP_S = 1.0
+CONTEXT_MAX_S = 10.0
+WINDOW_S = 30.0  # the longest segment the engine takes
+SHORT_PIECE_S = 2.0  # an utterance shorter than this ends at the segmenter's longer pause (SegmenterConfig)
+POST_ROLL_MS = SegmenterConfig.post_roll_ms
+PAUSE_LEAD_MS = 300
 
 
 def stable_prefix(previous: str, current: str, language: str | None = None) -> str:
@@ -73,10 +84,9 @@ class SessionConfig:
     prompt: str | None = None  # initial prompt for every decode: names, jargon, spelling
     task: str = "transcribe"  # or "translate" (to English)
     partials: bool = True  # False: finals only (saves the engine for other streams)
-    # ms of silence that end an utterance. Longer than the segmenter's 600: a pause for effect (1.16 s in JFK's
-    # "ask not") stays inside its sentence, so finals are whole sentences (more context, fewer errors) and the
-    # partials bridge the wait; a turn or a new topic (>= 1.3 s, as between ../shared/speech clips) ends it.
-    endpoint_ms: int = 1250
+    # ms of silence that end an utterance and make its text final. A sentence cut at a shorter pause loses nothing:
+    # the next piece is decoded after it (CONTEXT_GAP_S).
+    endpoint_ms: int = 500
     # ms of new speech between partials. At most one partial decode is in flight per stream and only the newest
     # waiting one is kept, so a busy engine makes fewer (one live stream, idle 2-core CPU: partial lag p95 0.58 s at
     # 500 ms, 0.28 s at 250; docs/performance.md).
@@ -92,8 +102,12 @@ class SessionConfig:
         self.decode_options()  # and the engine the task
 
     def segmenter(self) -> SegmenterConfig:
+        # the pause's decode starts PAUSE_LEAD_MS before the endpoint (at the post-roll at the earliest), so the final
+        # is ready when the endpoint is heard
+        pause_ms = max(POST_ROLL_MS, min(SegmenterConfig.pause_ms, self.endpoint_ms - PAUSE_LEAD_MS))
         return SegmenterConfig(sample_rate=SAMPLE_RATE, endpoint_ms=self.endpoint_ms,
-                               partial_interval_ms=self.partial_interval_ms)
+                               partial_interval_ms=self.partial_interval_ms, pause_ms=pause_ms,
+                               short_segment_s=SHORT_PIECE_S)
 
     def decode_options(self) -> DecodeOptions:
         # "both": the previous partial's tokens where they still match, the MTP heads' drafts elsewhere
@@ -130,6 +144,17 @@ class _Segment:
     shown: float = 0.0  # end of the newest partial shown
     # the decode of a pause: (absolute sample it ends at, options, transcript), the final if the segment ends there
     paused: tuple[int, DecodeOptions, Transcript] | None = None
+    decoded: asyncio.Event = field(default_factory=asyncio.Event)  # set with `result`
+
+
+@dataclass(frozen=True, eq=False)
+class _Piece:
+    """A segment whose final is in, to lead the decodes of the segment after it."""
+
+    id: int
+    end: float
+    audio: np.ndarray
+    tokens: tuple[int, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +187,7 @@ class CaptionSession:
         self._fed = 0  # samples fed in all
         self._seq = 0
         self._lock = asyncio.Lock()  # one emission at a time, so seq order is delivery order
+        self._previous: _Piece | None = None  # the latest segment whose final is in
         self._segments: dict[int, _Segment] = {}  # by id, so in segment order: those whose final is not out yet
         self._open: _Segment | None = None  # the one being spoken
         self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
@@ -313,7 +339,7 @@ class CaptionSession:
                 self._pause = None
                 if pause is not None:  # the decode of this very audio: it becomes the final
                     self.engine.promote(self.stream_id)
-                self._spawn(self._final(seg, e.audio, stop, pause, self._options))
+                self._spawn(self._final(seg, e.audio, stop, pause))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -336,15 +362,14 @@ class CaptionSession:
 
     async def _run_partial(self, due: _Due, previous: tuple[int, ...]) -> None:
         try:
-            await self._show(due, await self._decode_partial(due, previous, self._options))
+            await self._show(due, (await self._decode_partial(due, previous))[1])
         finally:
             self._partial = None
         if self._due is not None and self._state != "ended":
             self._start_partial()
 
     async def _run_pause(self, due: _Due, previous: tuple[int, ...]) -> None:
-        options = self._options
-        t = await self._decode_partial(due, previous, options, pause=True)
+        options, t = await self._decode_partial(due, previous, pause=True)
         seg = self._segments.get(due.segment)
         if t is not None and seg is not None:
             seg.paused = (due.stop, options, t)
@@ -364,32 +389,48 @@ class CaptionSession:
                 await self._send(ev.CaptionPartial, segment=due.segment, text=t.text, stable=stable,
                                  start=seg.start, end=due.end)
 
-    async def _decode_partial(self, due: _Due, previous: tuple[int, ...], options: DecodeOptions,
-                              pause: bool = False) -> Transcript | None:
+    def _request(self, segment: int, audio: np.ndarray) -> tuple[np.ndarray, DecodeOptions]:
+        """The audio and options of a decode of `segment`'s audio: led by the segment before it when that one's
+        final is in, it ended at most CONTEXT_GAP_S before and both fit in the engine's window."""
+        options, p, seg = self._options, self._previous, self._segments.get(segment)
+        if p is None or seg is None or p.id != segment - 1 or seg.start - p.end > CONTEXT_GAP_S \
+                or len(p.audio) + len(audio) > WINDOW_S * SAMPLE_RATE:
+            return _writable(audio), options
+        return np.concatenate([p.audio, audio]), replace(options, prefix=p.tokens)
+
+    async def _decode_partial(self, due: _Due, previous: tuple[int, ...],
+                              pause: bool = False) -> tuple[DecodeOptions, Transcript | None]:
+        audio, options = self._request(due.segment, due.audio)
         try:
-            return await self.engine.transcribe(_writable(due.audio), options, stream=self.stream_id,
-                                                final=False, pause=pause, previous=previous)
+            return options, await self.engine.transcribe(audio, options, stream=self.stream_id, final=False,
+                                                         pause=pause, previous=previous)
         except (Superseded, Overloaded, Cancelled) as e:
             log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
         except Exception:  # a preview is not worth a session: log it, the final will still come
             log.warning("session %s: partial of segment %d failed", self.stream_id, due.segment, exc_info=True)
-        return None
+        return options, None
 
-    async def _final(self, seg: _Segment, audio: np.ndarray, stop: int, pause: asyncio.Task | None,
-                     options: DecodeOptions) -> None:
+    async def _final(self, seg: _Segment, audio: np.ndarray, stop: int, pause: asyncio.Task | None) -> None:
         """Decode and emit `seg`'s final (audio up to absolute sample `stop`), unless the decode of its pause
-        covered exactly that audio with these options: then that is the final (`pause`: that decode in flight)."""
+        covered exactly that audio with the same options: then that is the final (`pause`: that decode in flight)."""
         if pause is not None:
             await asyncio.gather(pause, return_exceptions=True)
+        if (before := self._segments.get(seg.id - 1)) is not None:  # its final leads this one's decode (_request)
+            await before.decoded.wait()
         try:
+            led, options = self._request(seg.id, audio)
             if seg.paused is not None and seg.paused[:2] == (stop, options):
                 seg.result = seg.paused[2]
             else:  # the last partial's tokens are drafts: the verified output is the same, found sooner
-                seg.result = await self.engine.transcribe(_writable(audio), options, stream=self.stream_id,
-                                                          final=True, previous=seg.tokens)
+                seg.result = await self.engine.transcribe(led, options, stream=self.stream_id, final=True,
+                                                          previous=seg.tokens)
         except Exception as e:  # not CancelledError: abort() means nobody wants the final any more
             log.warning("session %s: final of segment %d failed", self.stream_id, seg.id, exc_info=True)
             seg.result = e
+        if isinstance(seg.result, Transcript) and seg.result.text and len(audio) <= CONTEXT_MAX_S * SAMPLE_RATE \
+                and (self._previous is None or seg.id > self._previous.id):
+            self._previous = _Piece(seg.id, seg.end or 0.0, _writable(audio), seg.result.result.tokens)
+        seg.decoded.set()
         async with self._lock:
             # Emit every final that is ready and has no earlier segment still decoding before it.
             while self._segments and (head := next(iter(self._segments.values()))).result is not None:

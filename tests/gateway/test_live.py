@@ -30,8 +30,8 @@ def test_live_json_prints_every_event_in_order(speech):
                         "language": "en", "model": "base", "version": 1}
     assert lines[-1]["type"] == "session.ended" and abs(lines[-1]["end"] - clip.duration_s) < 0.05
     finals = [line for line in lines if line["type"] == "caption.final"]
-    assert len(finals) == 1 and "segment" in finals[0]
-    assert error_rate([(clip.reference, finals[0]["text"])], "en") < 10
+    assert finals and all("segment" in f for f in finals)  # in pieces at the speaker's pauses
+    assert error_rate([(clip.reference, " ".join(f["text"] for f in finals))], "en") < 10
 
 
 def test_live_flags_are_checked_before_any_work(speech):

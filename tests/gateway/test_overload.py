@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bench.scoring import error_rate
+from gateway.session import SessionConfig
 from tests.gateway.servers import get, jfk_pcm, receive_all, serving, stream_audio
 
 pytestmark = pytest.mark.timeout(400)
@@ -51,10 +52,10 @@ def test_overload_drops_partials_never_finals_and_stays_responsive(tmp_path):
     with serving(tmp_path / "server.log") as server:
         events, waits = asyncio.run(main(server))
         metrics = get(server.http + "/metrics")[1].decode()
-    due = 2 * 11.0 / 0.5  # partials that come due per stream: one per 500 ms of speech (SessionConfig)
+    due = 2 * 11.0 / (SessionConfig.partial_interval_ms / 1000)  # partials that come due per stream
     for stream in events:
         finals = [e["text"] for e in stream if e["type"] == "caption.final"]
-        assert len(finals) == 2, finals  # finals are never shed
+        assert len(finals) >= 2, finals  # finals are never shed (JFK twice, in pieces at his pauses)
         assert error_rate([(REFERENCE + " " + REFERENCE, " ".join(finals))], "en") < 10
         # partials are: a session keeps only its newest waiting one while one decodes
         assert 0 < sum(e["type"] == "caption.partial" for e in stream) < due / 2
