@@ -53,7 +53,7 @@ _WORD = re.compile(r"\S+")
 # A segment is decoded after the one before it when that one ended at most CONTEXT_GAP_S earlier and is at most
 # CONTEXT_MAX_S long: its audio leads the new audio and its final's tokens are forced as the transcript's start, so a
 # sentence cut at a short pause reads as it would whole (a live stream at the 500 ms endpoint: WER 2.4 -> 0.0 %).
-CONTEXT_GAP_S = 1.0
+CONTEXT_GAP_S = 0.8
 CONTEXT_MAX_S = 10.0
 WINDOW_S = 30.0  # the longest segment the engine takes
 SHORT_PIECE_S = 2.0  # an utterance shorter than this ends at the segmenter's longer pause (SegmenterConfig)
