@@ -39,7 +39,7 @@ def audio_attention(device: torch.device, compute_type: str, choice: str = "auto
     """The dtype of attention over the audio (the encoder's, and the decoder's cross-attention with the keys/values
     it keeps); None: the activations' dtype. "auto": bfloat16 for int8 on a CPU with AMX, whose tiles make it
     faster; elsewhere float32, as on AVX512-BF16 without AMX, where bfloat16 attention is no faster for the
-    encoder and several times slower for a decoder step (docs/performance.md, "CPUs")."""
+    encoder and several times slower for a decoder step (docs/performance.md, "What the fast paths need")."""
     if device.type != "cpu" or choice == "float32" or (choice == "auto" and compute_type != "int8"):
         return None
     if choice == "bfloat16" or torch.cpu.get_capabilities().get("amx_bf16", False):

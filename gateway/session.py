@@ -57,7 +57,6 @@ CONTEXT_GAP_S = 0.8
 CONTEXT_MAX_S = 10.0
 WINDOW_S = 30.0  # the longest segment the engine takes
 SHORT_PIECE_S = 2.0  # an utterance shorter than this ends at the segmenter's longer pause (SegmenterConfig)
-POST_ROLL_MS = SegmenterConfig.post_roll_ms
 PAUSE_LEAD_MS = 300
 
 
@@ -104,7 +103,7 @@ class SessionConfig:
     def segmenter(self) -> SegmenterConfig:
         # the pause's decode starts PAUSE_LEAD_MS before the endpoint (at the post-roll at the earliest), so the final
         # is ready when the endpoint is heard
-        pause_ms = max(POST_ROLL_MS, min(SegmenterConfig.pause_ms, self.endpoint_ms - PAUSE_LEAD_MS))
+        pause_ms = max(SegmenterConfig.post_roll_ms, min(SegmenterConfig.pause_ms, self.endpoint_ms - PAUSE_LEAD_MS))
         return SegmenterConfig(sample_rate=SAMPLE_RATE, endpoint_ms=self.endpoint_ms,
                                partial_interval_ms=self.partial_interval_ms, pause_ms=pause_ms,
                                short_segment_s=SHORT_PIECE_S)
@@ -429,7 +428,7 @@ class CaptionSession:
             seg.result = e
         if isinstance(seg.result, Transcript) and seg.result.text and len(audio) <= CONTEXT_MAX_S * SAMPLE_RATE \
                 and (self._previous is None or seg.id > self._previous.id):
-            self._previous = _Piece(seg.id, seg.end or 0.0, _writable(audio), seg.result.result.tokens)
+            self._previous = _Piece(seg.id, float(seg.end), _writable(audio), seg.result.result.tokens)
         seg.decoded.set()
         async with self._lock:
             # Emit every final that is ready and has no earlier segment still decoding before it.
