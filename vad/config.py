@@ -46,6 +46,9 @@ class SegmenterConfig:
     # pauses that speech resumes after and 7 that end a segment at 200 ms; at 400 ms, 9 and 4 (the other 3 end long
     # segments, whose 250 ms endpoint comes first), and 850 ms still remain for the decode.
     pause_ms: int = 400
+    # ms of silence after the last segment that end the speaker's turn (TurnEnded); an utterance never waits longer
+    # than this for its endpoint. None: no turns.
+    turn_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate not in VAD_SAMPLE_RATES:
@@ -68,16 +71,19 @@ class SegmenterConfig:
             raise ValueError(f"pause_ms ({self.pause_ms}) must be at least post_roll_ms ({self.post_roll_ms})")
         if self.endpoint_ms < self.frame_ms or self.partial_interval_ms < self.frame_ms:
             raise ValueError(f"endpoint_ms and partial_interval_ms must be at least one frame ({self.frame_ms} ms)")
+        if self.turn_ms is not None and self.turn_ms < self.post_roll_ms:
+            raise ValueError(f"turn_ms ({self.turn_ms}) must be at least post_roll_ms ({self.post_roll_ms})")
         if self.max_segment_s * 1000 < QUIET_SEARCH_MS:  # the split point is searched in the last second
             raise ValueError(f"max_segment_s must be >= {QUIET_SEARCH_MS / 1000} s, got {self.max_segment_s}")
 
     def endpoint_after(self, length_s: float) -> int:
-        """ms of silence that end an utterance already `length_s` seconds long."""
+        """ms of silence that end an utterance already `length_s` seconds long (never more than the turn's)."""
+        ms = self.endpoint_ms
         if self.long_segment_s is not None and length_s >= self.long_segment_s:
-            return min(self.endpoint_ms, self.long_endpoint_ms)
-        if self.short_segment_s is not None and length_s < self.short_segment_s:
-            return max(self.endpoint_ms, self.short_endpoint_ms)
-        return self.endpoint_ms
+            ms = min(self.endpoint_ms, self.long_endpoint_ms)
+        elif self.short_segment_s is not None and length_s < self.short_segment_s:
+            ms = max(self.endpoint_ms, self.short_endpoint_ms)
+        return ms if self.turn_ms is None else min(ms, self.turn_ms)
 
     @property
     def frame_samples(self) -> int:

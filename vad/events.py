@@ -78,4 +78,19 @@ class SpeechEnded(_Span):
     """Segment `index` is complete: `audio` is exactly `stream[start:end]`, pre- and post-roll included."""
 
 
-Event = SpeechStarted | PartialDue | SpeechPaused | SpeechEnded
+@dataclass(frozen=True)
+class TurnEnded:
+    """The speaker's turn is over: `turn_ms` of silence followed segment `index` (the turn's last), or the stream
+    was flushed (`forced`). `end` is the sample where that was decided."""
+
+    index: int
+    end: int
+    sample_rate: int
+    forced: bool = False
+
+    @property
+    def end_s(self) -> float:
+        return self.end / self.sample_rate
+
+
+Event = SpeechStarted | PartialDue | SpeechPaused | SpeechEnded | TurnEnded

@@ -16,6 +16,8 @@ so the events depend only on the samples, never on how they were chunked. Per la
                       the last voiced frame.
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
                       the next segment starts on the very next sample.
+  idle    -> idle     `turn_ms` after the last voiced frame of a segment ended by silence, with no speech started
+                      since: TurnEnded (the turn's last segment). An utterance's endpoint never exceeds `turn_ms`.
 
 Labels lag the input by the classifier's look-ahead (300 ms). webrtcvad's unvoiced verdicts stand whatever the
 look-ahead finds, so a pause and the endpoint in frames it already called unvoiced are announced without that lag
@@ -28,7 +30,7 @@ import numpy as np
 
 from vad.classifier import FrameClassifier
 from vad.config import INT16_SCALE, QUIET_SEARCH_MS, SegmenterConfig
-from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted
+from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted, TurnEnded
 
 INPUT_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
 ONSET_GAP_MS = 50  # ms: gaps bridged when tracing an onset back; a longer one sets off a blip before the speech
@@ -77,6 +79,8 @@ class Segmenter:
         self._index = 0  # index of the next segment
         self._seg: _Segment | None = None
         self._resume = 0  # labels of frames ending up to here were known ahead of time (_ahead): skipped
+        self._turn = False  # a segment ended by silence and no speech has started since: its turn may be over
+        self._heard = 0  # end of the last frame labelled voiced
         self._flushed = False
 
     def feed(self, pcm: np.ndarray, sample_rate: int | None = None) -> list[Event]:
@@ -117,6 +121,9 @@ class Segmenter:
         if seg is not None and seg.confirmed:
             post_roll = self.config.samples(self.config.post_roll_ms)
             events.append(self._end(seg, min(seg.voiced_end + post_roll, self._received)))
+            self._turn = True
+        if self._turn and self.config.turn_ms is not None:  # the client ended the turn
+            events.append(TurnEnded(self._index - 1, self._received, self.config.sample_rate, forced=True))
         return events
 
     def _append(self, pcm: np.ndarray) -> None:
@@ -141,8 +148,10 @@ class Segmenter:
         """A pause or an endpoint reached in frames not labelled yet but already called unvoiced by webrtcvad (their
         labels can only be False): announced now instead of the classifier's look-ahead later."""
         seg, cfg = self._seg, self.config
-        if seg is None or not seg.confirmed or not (quiet := self._classifier.quiet_ahead()):
+        if (seg is not None and not seg.confirmed) or not (quiet := self._classifier.quiet_ahead()):
             return []
+        if seg is None:
+            return self._turn_over(self._pos + quiet * self._frame)
         silent = self._pos + quiet * self._frame - seg.voiced_end
         endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
         events: list[Event] = []
@@ -151,10 +160,20 @@ class Segmenter:
         # the frame whose label would end the segment; no forced split may come before it
         at = seg.voiced_end + -(-cfg.samples(endpoint_ms) // self._frame) * self._frame
         if silent >= cfg.samples(endpoint_ms) and at - self._frame - seg.start < cfg.samples(cfg.max_segment_s * 1000):
-            self._seg, self._resume = None, at
+            self._seg, self._resume, self._turn = None, at, True
             self._window.clear()
             events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
+            events += self._turn_over(self._pos + quiet * self._frame)
         return events
+
+    def _turn_over(self, heard: int) -> list[Event]:
+        """TurnEnded if the silence up to sample `heard` (no frame labelled voiced, or known to be) has reached
+        turn_ms: a voiced blip restarts the count, since it may be the onset of speech not yet started."""
+        turn_ms = self.config.turn_ms
+        if not self._turn or turn_ms is None or heard - self._heard < self.config.samples(turn_ms):
+            return []
+        self._turn = False
+        return [TurnEnded(self._index - 1, self._heard + self.config.samples(turn_ms), self.config.sample_rate)]
 
     def _pause_ms(self, endpoint_ms: int) -> int:
         """ms after the last voiced frame at which SpeechPaused comes (the post-roll, when the endpoint is sooner)."""
@@ -168,13 +187,15 @@ class Segmenter:
         cfg = self.config
         end = self._pos = self._pos + self._frame
         self._run = self._run + 1 if voiced else 0
+        if voiced:
+            self._heard = end
         if end <= self._resume:  # known ahead: the segment it ended is out, and the frame is not in the new window
             return []
         self._window.append(voiced)
         seg = self._seg
         if seg is None:
             if sum(self._window) < cfg.start_frames:
-                return []
+                return self._turn_over(end)
             onset = end - self._onset_frames() * self._frame
             seg = self._seg = _Segment(max(onset - cfg.samples(cfg.pre_roll_ms), self._floor), end,
                                        onset + cfg.samples(cfg.min_speech_ms), onset)
@@ -182,14 +203,16 @@ class Segmenter:
             seg.voiced_end = end
         events: list[Event] = []
         if not seg.confirmed and seg.voiced_end >= seg.confirm_at:
-            seg.confirmed = True
+            seg.confirmed, self._turn = True, False  # the turn goes on
             events.append(SpeechStarted(self._index, seg.start, cfg.sample_rate))
         endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
         if end - seg.voiced_end >= cfg.samples(endpoint_ms):
             if seg.confirmed:  # post_roll_ms <= endpoint_ms, so the post-roll is already buffered
                 events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
+                self._turn = True
             self._seg = None
             self._window.clear()  # the next onset is judged on frames after this segment only
+            events += self._turn_over(end)
         elif seg.confirmed and end - seg.start >= cfg.samples(cfg.max_segment_s * 1000):
             events += self._split(seg)
         elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms) \

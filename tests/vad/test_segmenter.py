@@ -9,7 +9,7 @@ import soxr
 
 from vad.config import SegmenterConfig
 from vad.classifier import NOISE_WINDOW_MS
-from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted
+from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted, TurnEnded
 from vad.segmenter import Segmenter, to_int16
 
 RATE = 16000
@@ -306,3 +306,37 @@ def test_a_short_utterance_ends_only_at_a_longer_pause(clip):
     assert len(words) >= 2 and len(whole) == 1
     assert whole[0].start == words[0].start and whole[0].end == words[-1].end
     assert SegmenterConfig(endpoint_ms=500, short_segment_s=2.0).endpoint_after(2.5) == 500
+
+
+def test_a_turn_ends_after_turn_ms_of_silence_and_not_at_a_shorter_pause(clip):
+    """JFK pauses 590 ms after "...for you," and 840 ms after "Americans": at turn_ms 700 the first pause stays inside
+    the turn and the second ends it, the same whatever the chunking. In digital silence the end is heard without the
+    look-ahead; in JFK's room tone (which webrtcvad partly calls voiced) at most the look-ahead later."""
+    config = SegmenterConfig(endpoint_ms=500, turn_ms=700)
+    pcm = np.concatenate([clip("jfk.wav"), np.zeros(2 * RATE, np.int16)])
+    whole = stream(pcm, None, config)
+    turns = [e for e in whole if isinstance(e, TurnEnded)]
+    segments = ended(whole)
+    assert len(segments) > len(turns) >= 2 and turns[-1].index == len(segments) - 1
+    for turn in turns:  # the turn's last segment ended before it, the next one starts after it
+        before = [e for e in whole[:whole.index(turn)] if isinstance(e, SpeechEnded)]
+        assert before[-1].index == turn.index and not turn.forced
+        assert turn.end - (before[-1].end - config.samples(config.post_roll_ms)) >= config.samples(config.turn_ms)
+    assert all(stream(pcm, sizes, config) == whole for sizes in (160, 592, [0, 7, 4000]))
+    seg, fed, heard = Segmenter(config), 0, []
+    for i in range(0, len(pcm), config.frame_samples):
+        fed += config.frame_samples
+        heard += [fed for e in seg.feed(pcm[i:i + config.frame_samples]) if isinstance(e, TurnEnded)]
+    assert len(heard) == len(turns) and heard[-1] == turns[-1].end
+    assert all(t.end <= h <= t.end + config.samples(NOISE_WINDOW_MS) for h, t in zip(heard, turns))
+    assert not any(isinstance(e, TurnEnded) for e in stream(pcm, None, SegmenterConfig(endpoint_ms=500)))
+
+
+def test_flush_ends_the_turn_and_a_short_utterance_waits_for_no_more_than_the_turn(clip):
+    pcm = clip("one-two-three.wav")
+    config = SegmenterConfig(endpoint_ms=500, short_segment_s=2.0, turn_ms=700)
+    events = stream(pcm[: RATE], None, config)  # "one", then the stream is flushed mid-turn
+    assert isinstance(events[-1], TurnEnded) and events[-1].forced and events[-1].index == ended(events)[-1].index
+    assert config.endpoint_after(1.0) == 700 and replace(config, turn_ms=None).endpoint_after(1.0) == 1250
+    with pytest.raises(ValueError, match="turn_ms"):
+        SegmenterConfig(turn_ms=100)
