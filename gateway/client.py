@@ -47,10 +47,11 @@ def listen_url(url: str, **params: object) -> str:
 
 async def listen(url: str, source: AsyncIterable[np.ndarray], *, stream: str | None = None,
                  language: str | None = None, partials: bool | None = None, endpointing_ms: int | None = None,
-                 api_key: str | None = None, token: str | None = None) -> AsyncIterator[ev.Event]:
+                 turn_ms: int | None = None, api_key: str | None = None,
+                 token: str | None = None) -> AsyncIterator[ev.Event]:
     """Stream `source` to the server at `url`; yield its caption events (gateway/events.py) until the session ends."""
     target = listen_url(url, stream=stream, language=language, partials=partials, endpointing_ms=endpointing_ms,
-                        token=token, encoding="pcm_s16le", sample_rate=SAMPLE_RATE)
+                        turn_ms=turn_ms, token=token, encoding="pcm_s16le", sample_rate=SAMPLE_RATE)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     async with connect(target, additional_headers=headers, max_size=None) as ws:
         sender = asyncio.create_task(_send(ws, source))

@@ -6,7 +6,8 @@ The JSON form is `{"type": ..., "stream": ..., "seq": ..., <fields>}` with the f
 changes when a field changes meaning or goes away (`session.started` carries it, so clients can tell).
 
 Per segment the order is: speech.started, caption.partial*, speech.stopped, caption.final (no final when the
-segment held no words, an `error` when its decode failed). Nothing refers to a segment after its final."""
+segment held no words, an `error` when its decode failed). Nothing but turn.ended refers to a segment after its final. A turn is
+the segments up to a long enough silence (the stream's `turn_ms`) or a flush: turn.ended follows its last final."""
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -116,6 +117,24 @@ class SpeechStopped:
 
 
 @dataclass(frozen=True)
+class TurnEnded:
+    """The speaker stopped: `turn_ms` of silence followed `segment` (or the client flushed), and every final of the
+    turn is out. `text` is those finals joined; nothing more will be said in this turn."""
+
+    type: ClassVar[str] = "turn.ended"
+    stream: str
+    seq: int
+    segment: int  # the turn's last segment
+    text: str
+    start: float  # where the turn's first segment begins
+    end: float  # where its last segment ends
+    forced: bool = False  # a flush ended it, not the silence
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass(frozen=True)
 class Error:
     """Something went wrong but the session goes on (e.g. one segment's final could not be decoded)."""
 
@@ -160,10 +179,11 @@ class SessionEnded:
         _check_common(self)
 
 
-Event = (SessionStarted | SpeechStarted | CaptionPartial | CaptionFinal | SpeechStopped | Error | SessionConfigured
-         | SessionEnded)
+Event = (SessionStarted | SpeechStarted | CaptionPartial | CaptionFinal | SpeechStopped | TurnEnded | Error
+         | SessionConfigured | SessionEnded)
 EVENT_TYPES: dict[str, type] = {cls.type: cls for cls in (SessionStarted, SpeechStarted, CaptionPartial, CaptionFinal,
-                                                          SpeechStopped, Error, SessionConfigured, SessionEnded)}
+                                                          SpeechStopped, TurnEnded, Error, SessionConfigured,
+                                                          SessionEnded)}
 
 
 def to_json(event: Event) -> dict[str, Any]:

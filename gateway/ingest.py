@@ -59,6 +59,7 @@ class ListenParams:
     language: str = "auto"
     partials: bool = True
     endpointing_ms: int = SessionConfig.endpoint_ms
+    turn_ms: int = SessionConfig.turn_ms
 
     def __post_init__(self) -> None:
         if not STREAM_ID.fullmatch(self.stream):
@@ -71,22 +72,24 @@ class ListenParams:
             raise ValueError(f"channels must be 1..8, got {self.channels}")
         if not LANGUAGE.fullmatch(self.language):
             raise ValueError(f"language must be 'auto' or an ISO code such as 'en', got {self.language!r}")
-        self.session_config()  # the segmenter validates endpointing_ms
+        self.session_config()  # the segmenter validates endpointing_ms and turn_ms
 
     @classmethod
     def parse(cls, query: QueryParams, config: ServeConfig) -> ListenParams:
-        known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms", "token"}
+        known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms", "turn_ms",
+                 "token"}
         if unknown := set(query) - known:
             raise ValueError(f"unknown query parameters: {', '.join(sorted(unknown))}")
         q = query.get
         return cls(stream=q("stream") or uuid.uuid4().hex[:12], encoding=q("encoding", "pcm_s16le"),
                    sample_rate=_int(q("sample_rate", "16000"), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
                    language=q("language") or config.language, partials=_bool(q("partials", "true"), "partials"),
-                   endpointing_ms=_int(q("endpointing_ms", str(SessionConfig.endpoint_ms)), "endpointing_ms"))
+                   endpointing_ms=_int(q("endpointing_ms", str(SessionConfig.endpoint_ms)), "endpointing_ms"),
+                   turn_ms=_int(q("turn_ms", str(SessionConfig.turn_ms)), "turn_ms"))
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(language=None if self.language == "auto" else self.language, partials=self.partials,
-                             endpoint_ms=self.endpointing_ms)
+                             endpoint_ms=self.endpointing_ms, turn_ms=self.turn_ms)
 
 
 def _int(value: str, name: str) -> int:

@@ -38,6 +38,7 @@ from engine.messages import DecodeOptions, Transcript
 from engine.scheduler import Cancelled, Overloaded, Superseded
 from gateway import events as ev
 from gateway.media import SAMPLE_RATE
+from gateway.offline import separator
 from vad import events as vad
 from vad.config import SegmenterConfig
 from vad.segmenter import Segmenter
@@ -86,6 +87,10 @@ class SessionConfig:
     # ms of silence that end an utterance and make its text final. A sentence cut at a shorter pause loses nothing:
     # the next piece is decoded after it (CONTEXT_GAP_S).
     endpoint_ms: int = 500
+    # ms of silence that end the speaker's turn (turn.ended, after the turn's finals; at least endpoint_ms). On
+    # ../shared/speech, 6 of the 39 pauses inside an English clip last over 500 ms, 2 over 700 ms (JFK's rhetorical
+    # ones), none over 1100 ms (docs/latency.md).
+    turn_ms: int = 700
     # ms of new speech between partials. At most one partial decode is in flight per stream and only the newest
     # waiting one is kept, so a busy engine makes fewer (one live stream, idle 2-core CPU: partial lag p95 0.58 s at
     # 500 ms, 0.28 s at 250; docs/performance.md).
@@ -97,6 +102,8 @@ class SessionConfig:
     def __post_init__(self) -> None:
         if self.language is not None and not re.fullmatch(r"[a-z]{2,3}", self.language):
             raise ValueError(f"language must be an ISO code such as 'en', or None to detect, not {self.language!r}")
+        if self.turn_ms < SegmenterConfig.post_roll_ms:
+            raise ValueError(f"turn_ms must be at least {SegmenterConfig.post_roll_ms}, got {self.turn_ms}")
         self.segmenter()  # the VAD validates the durations
         self.decode_options()  # and the engine the task
 
@@ -106,7 +113,7 @@ class SessionConfig:
         pause_ms = max(SegmenterConfig.post_roll_ms, min(SegmenterConfig.pause_ms, self.endpoint_ms - PAUSE_LEAD_MS))
         return SegmenterConfig(sample_rate=SAMPLE_RATE, endpoint_ms=self.endpoint_ms,
                                partial_interval_ms=self.partial_interval_ms, pause_ms=pause_ms,
-                               short_segment_s=SHORT_PIECE_S)
+                               short_segment_s=SHORT_PIECE_S, turn_ms=max(self.turn_ms, self.endpoint_ms))
 
     def decode_options(self) -> DecodeOptions:
         # "both": the previous partial's tokens where they still match, the MTP heads' drafts elsewhere
@@ -144,6 +151,17 @@ class _Segment:
     # the decode of a pause: (absolute sample it ends at, options, transcript), the final if the segment ends there
     paused: tuple[int, DecodeOptions, Transcript] | None = None
     decoded: asyncio.Event = field(default_factory=asyncio.Event)  # set with `result`
+
+
+@dataclass
+class _Turn:
+    """The turn being spoken, as far as its finals are out."""
+
+    start: float | None = None  # its first segment's start
+    end: float = 0.0  # the end of its latest segment out
+    text: str = ""
+    language: str | None = None  # of the latest final's text
+    ends: list[tuple[int, bool]] = field(default_factory=list)  # (last segment, forced) of turns over, finals pending
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +210,7 @@ class CaptionSession:
         self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
         self._due: _Due | None = None
         self._pause: tuple[int, asyncio.Task] | None = None  # the open segment's latest pause decode: (stop, task)
+        self._turn = _Turn()
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
         self._state = "new"  # new -> live -> ended
@@ -339,6 +358,10 @@ class CaptionSession:
                 if pause is not None:  # the decode of this very audio: it becomes the final
                     self.engine.promote(self.stream_id)
                 self._spawn(self._final(seg, e.audio, stop, pause))
+            elif isinstance(e, vad.TurnEnded):
+                async with self._lock:
+                    self._turn.ends.append((segment, e.forced))
+                    await self._send_turns()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -435,8 +458,25 @@ class CaptionSession:
             while self._segments and (head := next(iter(self._segments.values()))).result is not None:
                 del self._segments[head.id]
                 await self._send_final(head)
+                await self._send_turns()
+
+    async def _send_turns(self) -> None:
+        """turn.ended for each turn over whose finals are all out (a turn without words only with empty_finals)."""
+        turn = self._turn
+        while turn.ends and (not self._segments or turn.ends[0][0] < next(iter(self._segments))):
+            last, forced = turn.ends.pop(0)
+            if turn.start is not None and (turn.text or self.config.empty_finals):
+                await self._send(ev.TurnEnded, segment=last, text=turn.text, start=turn.start, end=turn.end,
+                                 forced=forced)
+            self._turn = turn = _Turn(ends=turn.ends)
 
     async def _send_final(self, seg: _Segment) -> None:
+        turn = self._turn
+        turn.start, turn.end = seg.start if turn.start is None else turn.start, float(seg.end)
+        if isinstance(seg.result, Transcript) and seg.result.text:
+            language = seg.result.result.language
+            turn.text += separator(turn.language if turn.text else None, language) + seg.result.text
+            turn.language = language
         if isinstance(seg.result, Exception):
             await self._send(ev.Error, code="final_failed", segment=seg.id,
                              message=f"segment {seg.id} could not be transcribed: {seg.result}")

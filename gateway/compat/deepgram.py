@@ -128,8 +128,9 @@ class Options:
                    prompt=", ".join(t.rsplit(":", 1)[0] for t in terms) or None)
 
     def session_config(self) -> SessionConfig:
+        endpoint = self.endpointing_ms or SessionConfig.endpoint_ms  # speech_final at this silence, however short
         return SessionConfig(language=self.language, prompt=self.prompt, partials=self.interim_results,
-                             endpoint_ms=self.endpointing_ms or SessionConfig.endpoint_ms, empty_finals=True)
+                             endpoint_ms=endpoint, turn_ms=endpoint, empty_finals=True)
 
 
 def wav_header(data: bytes) -> tuple[str, int, int, int] | None:

@@ -104,8 +104,10 @@ class Settings:
     turn_detection: TurnDetection | None = TurnDetection()  # None: manual commits
 
     def session_config(self) -> SessionConfig:
+        # server_vad: an item is the speech up to silence_duration_ms of silence, however short (the session's turn)
         endpoint = max(MIN_SILENCE_MS, self.turn_detection.silence_duration_ms) if self.turn_detection else SessionConfig.endpoint_ms
-        return SessionConfig(language=self.language, prompt=self.prompt, endpoint_ms=endpoint, empty_finals=True)
+        return SessionConfig(language=self.language, prompt=self.prompt, endpoint_ms=endpoint,
+                             turn_ms=endpoint if self.turn_detection else SessionConfig.turn_ms, empty_finals=True)
 
 
 def _obj(value: Any, param: str) -> dict[str, Any]:

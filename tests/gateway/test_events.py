@@ -6,7 +6,8 @@ import json
 import pytest
 
 from gateway.events import (EVENT_TYPES, EVENTS_VERSION, CaptionFinal, CaptionPartial, Error, SessionConfigured,
-                            SessionEnded, SessionStarted, SpeechStarted, SpeechStopped, from_json, to_json)
+                            SessionEnded, SessionStarted, SpeechStarted, SpeechStopped, TurnEnded, from_json,
+                            to_json)
 
 ONE_OF_EACH = [
     SessionStarted("s1", 0, sample_rate=16000, language="auto", model="base"),
@@ -18,6 +19,7 @@ ONE_OF_EACH = [
     Error("s1", 5, code="final_failed", message="segment 1 could not be transcribed: engine is closed", segment=1),
     SessionEnded("s1", 6, end=11.0),
     SessionConfigured("s1", 7, language="zh", prompt=None, partials=True),
+    TurnEnded("s1", 8, segment=0, text="And so my fellow Americans.", start=0.12, end=2.33),
 ]
 
 FIELDS = {  # the wire format: viewers, the bus history and the acceptance check read these names
@@ -30,6 +32,7 @@ FIELDS = {  # the wire format: viewers, the bus history and the acceptance check
     "error": ["type", "stream", "seq", "code", "message", "segment"],
     "session.ended": ["type", "stream", "seq", "end"],
     "session.configured": ["type", "stream", "seq", "language", "prompt", "partials"],
+    "turn.ended": ["type", "stream", "seq", "segment", "text", "start", "end", "forced"],
 }
 
 
@@ -60,6 +63,7 @@ def test_times_are_rounded_to_the_millisecond_once():
     lambda: CaptionPartial("s", 0, segment=0, text="a", stable="", start=2.0, end=1.0),  # end before start
     lambda: CaptionFinal("s", 0, 0, "x", 0, 1, "en", 0.1, {"forwards": 1}),  # decode keys
     lambda: Error("s", 0, code="", message="m"),
+    lambda: TurnEnded("s", 0, segment=1, text="x", start=2.0, end=1.0),
     lambda: SessionStarted("s", 0, sample_rate=0, language="en", model="base"),
 ])
 def test_invalid_events_are_rejected(make):

@@ -28,6 +28,7 @@ BAD = {
     "unknown encoding": ("encoding=mp3", [], 4400, "bad_request"),
     "unknown language": ("language=xx", [], 4400, "bad_request"),
     "unknown parameter": ("rate=16000", [], 4400, "bad_request"),
+    "turn shorter than the post-roll": ("turn_ms=50", [], 4400, "bad_request"),
     "busy stream id": ("stream=healthy", [], 4409, "stream_busy"),
 }
 
@@ -116,6 +117,31 @@ def test_flush_forces_a_final_and_config_changes_the_next_decodes(server):
     final = events[kinds.index("caption.final")]
     assert final["language"] == "zh" and kinds.index("session.configured") < kinds.index("caption.final")
     assert kinds[-1] == "session.ended"
+
+
+def test_a_forced_end_of_turn_gives_the_final_at_once(server):
+    """Mid-sentence, with endpoint and turn far away: a flush ends the turn now, its final and turn.ended follow
+    without another byte of audio, and the stream goes on."""
+    async def main() -> list[dict]:
+        query = "language=en&partials=false&endpointing_ms=3000&turn_ms=5000"
+        async with connect(f"{server.ws}/v1/listen?{query}") as ws:
+            await stream_audio(ws, jfk_pcm()[:16000 * 2 * 2], frame_ms=20, speed=10)  # "And so my fellow"
+            await ws.send(json.dumps({"type": "flush"}))
+            events = []
+            async with asyncio.timeout(60):
+                while not events or events[-1]["type"] != "turn.ended":
+                    events.append(json.loads(await ws.recv()))
+            await stream_audio(ws, jfk_pcm()[16000 * 2 * 2:], frame_ms=20, speed=10)
+            await ws.send(json.dumps({"type": "close"}))
+            return events + await receive_all(ws)
+
+    events = asyncio.run(main())
+    kinds = [e["type"] for e in events]
+    final, turn = events[kinds.index("caption.final")], events[kinds.index("turn.ended")]
+    assert "fellow" in final["text"].lower() and final["end"] <= 2.0
+    assert turn["forced"] and turn["text"] == final["text"] and kinds.index("caption.final") < kinds.index("turn.ended")
+    rest = [e for e in events[kinds.index("turn.ended"):] if e["type"] == "turn.ended"]
+    assert rest[-1]["start"] >= 2.0 and "your country" in rest[-1]["text"]  # the next turn, ended by the close
 
 
 def test_silent_client_times_out_with_its_finals(server):

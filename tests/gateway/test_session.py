@@ -54,6 +54,9 @@ def check_order(events: list) -> None:
         segment = getattr(e, "segment", None)
         if segment is None:
             continue
+        if isinstance(e, ev.TurnEnded):  # after its finals: it refers to its last segment, which is done
+            assert segment in stopped and all(f <= segment for f in finished)
+            continue
         assert segment not in finished, f"{e} after the final of its segment"
         if isinstance(e, ev.SpeechStarted):
             assert segment == len(started) and not started - stopped  # ids in order, one open at a time
@@ -67,6 +70,8 @@ def check_order(events: list) -> None:
             assert segment in stopped and all(segment > f for f in finished)  # finals in segment order
             finished.add(segment)
     assert stopped == started
+    turns = [e for e in events if isinstance(e, ev.TurnEnded)]
+    assert [t.segment for t in turns] == sorted({t.segment for t in turns})
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +183,22 @@ def test_live_events_keep_their_order_and_partials_only_grow_to_their_final(live
     assert s.clock == pytest.approx(len(stream[0]) / RATE)
 
 
+def test_a_turn_ends_after_its_finals_with_their_text(live10x, stream):
+    """turn.ended comes once EN.turn_ms of silence follows speech, after the turn's last final; its text is the
+    turn's finals joined. Every utterance ends a turn (GAP_S of silence follows it); none spans two."""
+    s, run = live10x
+    turns = run.of(ev.TurnEnded)
+    assert sorted(set(owners(turns, stream[1]))) == list(range(len(stream[1])))
+    finals, last = run.of(ev.CaptionFinal), -1
+    for turn in turns:
+        said = [f for f in finals if last < f.segment <= turn.segment]
+        assert turn.text == " ".join(f.text for f in said) and not turn.forced
+        assert (turn.start, turn.end) == (said[0].start, said[-1].end)
+        assert run.events.index(turn) > run.events.index(said[-1])
+        last = turn.segment
+    assert last == finals[-1].segment
+
+
 def test_close_mid_speech_flushes_the_final(engine, speech):
     jfk = load_clip(speech[0])  # "And so my fellow Americans, ask not ..."
     s, run = session(engine)
@@ -210,6 +231,8 @@ def test_flush_ends_the_utterance_now_and_the_stream_goes_on(engine, speech):
     first = asyncio.run(main())
     check_order(run.events)
     assert len(first) == 1 and "fellow" in first[0].text.lower() and first[0].end <= 2.2
+    turn = run.events[run.events.index(first[0]) + 1]  # a flush ends the turn too, at once
+    assert isinstance(turn, ev.TurnEnded) and turn.forced and turn.text == first[0].text
     rest = run.of(ev.CaptionFinal)[1:]
     assert rest and rest[0].segment == 1 and rest[0].start >= 2.2  # ids and times go on from the flush
     assert not run.of(ev.CaptionPartial)  # partials off
@@ -225,22 +248,24 @@ def test_silence_and_noise_give_no_captions(engine):
 
 
 class FirstSegmentLast(Engine):
-    """The real engine, but a decode of the first utterance (audio up to `first_s` long) returns only once a decode
-    of the second has: the engine finishing segments out of order (finals, or the pause decodes that become them)."""
+    """The real engine, but a decode of the first utterance (`first`, at the stream's start) returns only once a
+    decode of the second has: the engine finishing segments out of order (finals, or the pause decodes that become
+    them)."""
 
-    def __init__(self, runner, first_s: float):
+    def __init__(self, runner, first: np.ndarray):
         super().__init__(runner)
-        self.first = int(first_s * RATE)
+        self.first = first
         self.returned: list[tuple[bool, str]] = []  # (of the first utterance, text), in the order they returned
         self._later = asyncio.Event()
 
     async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, pause=False, previous=()):
         t = await super().transcribe(audio, options, stream=stream, final=final, pause=pause, previous=previous)
-        if len(audio) <= self.first:
+        first = len(audio) <= len(self.first) and np.array_equal(audio, self.first[:len(audio)])
+        if first:
             await self._later.wait()
         else:
             self._later.set()
-        self.returned.append((len(audio) <= self.first, t.text))
+        self.returned.append((first, t.text))
         return t
 
 
@@ -249,7 +274,7 @@ def test_finals_go_out_in_segment_order_whatever_order_they_finish_in(runners, s
     gap = np.zeros(2 * RATE, np.float32)
     first = load_clip(en[2])  # "one two three", 2.7 s; then JFK, 11 s
     audio = np.concatenate([first, gap, load_clip(en[0]), gap])
-    engine = FirstSegmentLast(runners("base", "int8"), first_s=len(first) / RATE + 0.5)
+    engine = FirstSegmentLast(runners("base", "int8"), np.concatenate([first, gap]))
     s, run = session(engine, SessionConfig(language="en", partials=False))
     try:
         asyncio.run(play(s, audio, speed=0))

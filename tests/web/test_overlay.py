@@ -63,7 +63,8 @@ class Feeder:
             time.sleep(max(0.0, t0 + (i + step) / (RATE * 2) / speed - time.monotonic()))
 
     def finals(self) -> list[tuple[float, str]]:
-        return [(t, e["text"].strip()) for t, e in self.events if e["type"] == "caption.final"]
+        """The turns' texts: a line each on the overlay."""
+        return [(t, e["text"].strip()) for t, e in self.events if e["type"] == "turn.ended"]
 
     def wait_finals(self, n: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

@@ -1,6 +1,7 @@
-// CaptionView: renders caption events (gateway/events.py) into a container. Finals are lines; the open segment's
-// partial is drawn at the end, its stable prefix solid and the rest faded, and its final replaces it in place.
-// Used by the live page, the viewer and the overlay (the overlay keeps only the last `maxLines`).
+// CaptionView: renders caption events (gateway/events.py) into a container, a line per turn of the speaker. The
+// open turn's line shows its finals so far solid and the open segment's partial after them (its stable prefix
+// solid, the rest faded); turn.ended makes it a final line. Used by the live page, the viewer and the overlay (the
+// overlay keeps only the last `maxLines`).
 
 /**
  * @param {HTMLElement} container
@@ -10,27 +11,25 @@ export class CaptionView {
   constructor(container, { maxLines = Infinity, partials = true, finalId = "final", partialId = "partial",
                            onChange = () => {} } = {}) {
     Object.assign(this, { container, maxLines, partials, finalId, partialId, onChange });
-    this.open = new Map(); // "<session>:<segment>" -> its line element while it is a partial
+    this.turn = null; // the open turn: {el, said} from its first words to its turn.ended
     this.finals = []; // {text, start, end} in order, times in seconds of the whole recording (see `handle`)
   }
 
-  /**
-   * One event. `session` tells apart the segments of successive sessions on one stream (segment numbers restart
-   * at 0); `offset` (seconds) places the session's times on the recording's clock, for the WebVTT export.
-   */
+  /** One event; `offset` (seconds) places the session's times on the recording's clock, for the WebVTT export. */
   handle(event, session = "", offset = 0) {
-    const key = `${session}:${event.segment}`;
     switch (event.type) {
       case "caption.partial":
-        if (this.partials) this.partial(key, event);
+        if (this.partials) this.partial(event);
         break;
       case "caption.final":
-        this.final(key, event, offset);
+        this.final(event, offset);
+        break;
+      case "turn.ended":
+        this.close(event.text);
         break;
       case "session.started":
-      case "session.ended": // an aborted segment never gets its final: do not leave its preview behind
-        for (const el of this.open.values()) el.remove();
-        this.open.clear();
+      case "session.ended": // an aborted turn never ends: keep what was said, drop its preview
+        this.close();
         break;
       default:
         return;
@@ -39,59 +38,65 @@ export class CaptionView {
     this.onChange(event);
   }
 
-  partial(key, event) {
-    let el = this.open.get(key);
-    if (!el) {
-      el = this.line(this.partialId, "partial");
-      el.setAttribute("aria-hidden", "true"); // screen readers hear each line once, when it is final
-      el.append(span("stable"), span("unstable"));
+  open() {
+    if (!this.turn) {
+      const el = document.createElement("p");
+      el.className = "line partial";
+      el.dataset.testid = this.partialId;
+      const preview = [span("stable"), span("unstable")];
+      for (const s of preview) s.setAttribute("aria-hidden", "true"); // screen readers hear the words once final
+      el.append(span("said"), ...preview);
       this.container.append(el);
-      this.open.set(key, el);
+      this.turn = { el, said: "" };
     }
-    el.children[0].textContent = event.stable.trim() ? event.stable : "";
-    el.children[1].textContent = event.text.slice(event.stable.length);
+    return this.turn;
   }
 
-  final(key, event, offset) {
+  partial(event) {
+    const [, stable, unstable] = this.open().el.children;
+    const lead = this.turn.said && event.text ? gap(this.turn.said) : "";
+    stable.textContent = event.stable.trim() ? lead + event.stable : "";
+    unstable.textContent = (event.stable.trim() ? "" : lead) + event.text.slice(event.stable.length);
+  }
+
+  final(event, offset) {
     const text = event.text.trim();
-    let el = this.open.get(key);
-    this.open.delete(key);
     if (!text) { // the segment held no words after all
-      el?.remove();
+      if (this.turn && !this.turn.said) this.close();
+      else if (this.turn) for (const s of [...this.turn.el.children].slice(1)) s.textContent = "";
       return;
     }
-    if (el) {
-      el.replaceChildren(); // in place: the line keeps its position and becomes final
-      el.removeAttribute("aria-hidden");
-    } else {
-      el = this.line(this.finalId, "final");
-      const firstOpen = this.open.values().next().value; // finals go above any newer segment's preview
-      this.container.insertBefore(el, firstOpen ?? null);
-    }
-    el.dataset.testid = this.finalId;
-    el.className = "line final";
-    el.textContent = text;
-    el.dataset.at = String(performance.now());
+    const turn = this.open();
+    turn.said += (turn.said ? gap(turn.said) : "") + text;
+    const [said, stable, unstable] = turn.el.children;
+    said.textContent = turn.said;
+    stable.textContent = unstable.textContent = "";
     this.finals.push({ text, start: offset + event.start, end: offset + event.end });
   }
 
-  line(testid, kind) {
-    const el = document.createElement("p");
-    el.className = `line ${kind}`;
-    el.dataset.testid = testid;
-    return el;
+  /** The open turn's line becomes final (`text`: the turn's text as the server joined it), or goes if it is empty. */
+  close(text) {
+    const turn = this.turn;
+    this.turn = null;
+    if (!turn) return;
+    text = (text ?? turn.said).trim();
+    if (!text) return turn.el.remove();
+    turn.el.className = "line final";
+    turn.el.dataset.testid = this.finalId;
+    turn.el.textContent = text;
+    turn.el.dataset.at = String(performance.now());
   }
 
   trim() {
     if (!Number.isFinite(this.maxLines)) return;
     const finals = this.container.querySelectorAll(".line.final"); // the current previews always show
-    const room = Math.max(0, this.maxLines - this.open.size);
+    const room = Math.max(0, this.maxLines - (this.turn ? 1 : 0));
     for (let i = 0; i < finals.length - room; i++) finals[i].remove();
   }
 
   clear() {
     this.container.replaceChildren();
-    this.open.clear();
+    this.turn = null;
     this.finals = [];
   }
 
@@ -103,6 +108,11 @@ export class CaptionView {
     const cues = this.finals.map((f, i) => `${i + 1}\n${clock(f.start)} --> ${clock(Math.max(f.end, f.start))}\n${f.text}\n`);
     return ["WEBVTT\n", ...cues].join("\n");
   }
+}
+
+/** What goes between two pieces of a turn: nothing after a CJK character, else a space. */
+function gap(before) {
+  return /[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]$/.test(before) ? "" : " ";
 }
 
 function span(cls) {
