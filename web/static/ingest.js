@@ -3,6 +3,9 @@
 // so the captions go on from where they stopped.
 import { FRAME, RATE } from "./pcm.js";
 
+// A caption line ends at a pause this long: longer than any pause inside a sentence of ../shared/speech (JFK's
+// rhetorical ones last up to 1.1 s), where a voice agent's turn (the server's default) ends at 0.7 s.
+const LINE_PAUSE_MS = 1500;
 const HOLD_S = 30; // s of audio kept while reconnecting; older audio is dropped (a gap on the clock)
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000]; // reconnect delays; the last one repeats
 // Close codes after which reconnecting cannot help: the request itself is wrong (see gateway/ingest.py).
@@ -90,7 +93,7 @@ export class Ingest {
       return this.fail(e.message);
     }
     const q = new URLSearchParams({ stream: this.stream, encoding: "pcm_s16le", sample_rate: String(RATE),
-                                    language: this.language });
+                                    language: this.language, turn_ms: String(LINE_PAUSE_MS) });
     if (token) q.set("token", token);
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${proto}//${location.host}/v1/listen?${q}`);
