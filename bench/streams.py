@@ -8,21 +8,31 @@ Live (--streams N, or --sweep N1,N2,...: one server, one run per N): N WebSocket
 the clips of ../shared/speech (every stream starts at another clip and loops over them, with 2-3.5 s pauses of
 silence between clips and a 0-3 s silent lead-in, all seeded) as 16 kHz s16le in --frame-ms frames at real-time
 pace, for --duration seconds of audio each, then {"type": "close"}. The audio a client sends was "captured" at
-t0 + its audio time (t0: the stream's start), so for an event covering audio up to `end` (gateway/events.py):
+t0 + its audio time (t0: the stream's start). Each clip placed in a stream is an utterance: its speech start and
+last word come from the audio itself (first and last 20 ms frame over -40 dBFS, as the checks find them); its span
+runs from 0.5 s before the one to 0.5 s after the other. A final belongs to the utterance whose span holds its
+midpoint (start+end)/2, a partial to the one whose span holds its start, a turn.ended to the one whose span holds
+its end. Per utterance (those whose last word ends >= 1.5 s before the end of the run; empty captions ignored):
 
-  final latency    receipt of caption.final - (t0 + end). `end` is the end of the segment's audio, i.e. the end
-                   of speech plus the VAD's 200 ms post-roll: this includes the endpointing wait (the segment
-                   only ends after --endpointing-ms of silence; the server default is 500 ms), then the decode.
-  decode latency   receipt of caption.final - receipt of the segment's speech.stopped (the decode part alone).
-  partial latency  receipt of caption.partial - (t0 + its end, how far into the segment the preview heard).
+  final latency    receipt of its last final - (t0 + its last word): what a user waits after speaking (the
+                   endpointing silence, --endpointing-ms or the server's 500 ms, then the decode).
+  first word       receipt of its first caption, partial or final - (t0 + its speech start).
+  turn latency     receipt of its turn.ended (the last, if a pause split it) - (t0 + its last word): the turn's
+                   silence (the server's 700 ms) and whatever its finals still needed.
+  WER / CER        its finals joined with spaces vs the clip's reference; corpus en WER and zh CER (bench.scoring)
+                   over all utterances of all streams, one without a final counting as all deletions.
+
+and per event: partial latency, receipt of caption.partial - (t0 + its end, how far into the segment the preview
+heard); decode latency, receipt of caption.final - receipt of its segment's speech.stopped (the decode alone).
 
 A stream kept real time when its client never fell more than 0.5 s behind its sending schedule (the server reads
-what it is sent), its session ended within 10 s of the close, and its lag did not grow: the least-squares slope
-of its final latencies over the run, times the run's span, is under 1 s. `realtime` is true when every stream
-kept real time. Server CPU (% of one core, mean and max of 1 s samples) and RSS (max) come from psutil on the
-server process; engine batch sizes from the livecaptions_engine_batch_size histogram of /metrics (difference
-over the run); queue depth from livecaptions_engine_queue_depth (max of 1 s samples); GPU utilisation from
-nvidia-smi when there is one. `--streams N --json` ends with one JSON line: streams, p50/p95_final_latency_s,
+what it is sent), its session ended within 10 s of the close, and its lag did not grow: the least-squares slope of
+its finals' lag behind their segment ends (receipt - (t0 + end)) over the run, times the run's span, is under 1 s.
+`realtime` is true when every stream kept real time. Server CPU (% of one core, mean and max of 1 s samples) and
+RSS (max) come from psutil on the server process; engine batch sizes from the livecaptions_engine_batch_size
+histogram of /metrics (difference over the run); queue depth from livecaptions_engine_queue_depth (max of 1 s
+samples); GPU utilisation from nvidia-smi when there is one. `--streams N --json` ends with one JSON line per N:
+streams, utterances, p50/p95_final_latency_s, p50/p95_first_word_s, p50/p95_turn_latency_s, wer_en, cer_zh,
 p50/p95_partial_latency_s, p50/p95_final_decode_s, realtime, rss_mb, cpu_pct and more.
 
 Offline (--offline DIR): every audio file of DIR (languages from DIR/manifest.tsv when there is one, else
@@ -57,47 +67,88 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
-from bench.scoring import SPEECH, clips, error_rate  # noqa: E402
+from bench.scoring import SPEECH, Clip, clips, error_rate  # noqa: E402
 
 RATE = 16000  # Hz, s16le mono on the wire
 GROWTH_S = 1.0  # lag growth over a run beyond which a stream did not keep real time
 BEHIND_S = 0.5  # a client this far behind its sending schedule: the server did not take the audio in time
 END_TIMEOUT_S = 10.0  # close -> session.ended
+MARGIN_S = 0.5  # an utterance's span: its speech start - MARGIN_S .. its last word + MARGIN_S
+CUT_S = 1.5  # an utterance whose last word is closer than this to the end of the run is not counted
+FRAME = RATE // 50  # 20 ms, for speech_span
+FINAL, PARTIAL, TURN = "caption.final", "caption.partial", "turn.ended"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".webm")
 
 
 # -- live streams -----------------------------------------------------------------------------------------------
 
-def program(clip_audio: list[np.ndarray], index: int, duration_s: float) -> bytes:
-    """Stream `index`'s audio: a seeded silent lead-in, then the clips from clip `index` on, looped, with pauses."""
+def speech_span(audio: np.ndarray) -> tuple[float, float]:
+    """Seconds where the words are: the first and the last 20 ms frame louder than -40 dBFS (the checks' rule)."""
+    frames = audio[:len(audio) // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    loud = np.nonzero(20 * np.log10(np.sqrt((frames ** 2).mean(1)) + 1e-9) > -40)[0]
+    return (float(loud[0] * FRAME / RATE), float((loud[-1] + 1) * FRAME / RATE)) if len(loud) else (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip placed in a stream: where its speech starts and its last word ends, in stream seconds."""
+
+    clip: int  # index into the clips (its language and reference)
+    start: float
+    end: float
+
+    def holds(self, t: float) -> bool:
+        """`t` (stream s) falls in this utterance's span, give or take MARGIN_S."""
+        return self.start - MARGIN_S <= t <= self.end + MARGIN_S
+
+
+def program(clip_audio: list[np.ndarray], spans: list[tuple[float, float]], index: int,
+            duration_s: float) -> tuple[bytes, list[Utterance]]:
+    """Stream `index`'s audio: a seeded silent lead-in, then the clips from clip `index` on, looped, with pauses;
+    and the utterances placed in it (`spans`: speech_span of each clip)."""
     rng = random.Random(index)
     parts = [np.zeros(int(rng.uniform(0, 3) * RATE), np.float32)]
-    total, k = len(parts[0]), index
+    total, k, utterances = len(parts[0]), index, []
     while total < duration_s * RATE:
-        clip = clip_audio[k % len(clip_audio)]
+        clip, (start, end) = clip_audio[k % len(clip_audio)], spans[k % len(clip_audio)]
+        utterances.append(Utterance(k % len(clip_audio), total / RATE + start, total / RATE + end))
         pause = np.zeros(int(rng.uniform(2.0, 3.5) * RATE), np.float32)
         parts += [clip, pause]
         total += len(clip) + len(pause)
         k += 1
     audio = np.concatenate(parts)[:int(duration_s * RATE)]
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), utterances
+
+
+@dataclass(frozen=True)
+class Heard:
+    """An event a client received: caption.final, caption.partial or turn.ended."""
+
+    type: str
+    arrival: float  # s after t0
+    start: float  # stream s
+    end: float
+    text: str
 
 
 @dataclass
 class StreamResult:
-    finals: list[tuple[float, float]] = field(default_factory=list)  # (audio end s, latency s)
-    partials: list[float] = field(default_factory=list)  # latency s
+    heard: list[Heard] = field(default_factory=list)  # in order of arrival
     decodes: list[float] = field(default_factory=list)  # speech.stopped -> caption.final, s
     behind_s: float = 0.0  # the furthest the client fell behind its sending schedule
     ended_s: float | None = None  # close -> session.ended; None: not within END_TIMEOUT_S
     errors: list[str] = field(default_factory=list)
 
+    def of(self, kind: str) -> list[Heard]:
+        return [h for h in self.heard if h.type == kind]
+
     @property
     def growth_s(self) -> float:
-        """Least-squares slope of final latency over audio time, times the span: how much the lag grew."""
-        if len(self.finals) < 3:
+        """Least-squares slope of the finals' lag behind their segment ends over audio time, times the span: how
+        much the lag grew."""
+        if len(finals := self.of(FINAL)) < 3:
             return 0.0
-        x, y = np.array(self.finals).T
+        x, y = np.array([(h.end, h.arrival - h.end) for h in finals]).T
         if np.ptp(x) == 0:
             return 0.0
         return float(np.polyfit(x, y, 1)[0] * np.ptp(x))
@@ -105,6 +156,27 @@ class StreamResult:
     @property
     def realtime(self) -> bool:
         return self.behind_s < BEHIND_S and self.ended_s is not None and self.growth_s < GROWTH_S
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What a stream's client saw of one utterance; latencies in s, None when nothing of that kind came."""
+
+    utterance: Utterance
+    text: str  # its finals, joined with spaces
+    final_s: float | None  # last final - its last word
+    first_word_s: float | None  # first caption with text - its speech start
+    turn_s: float | None  # its (last) turn.ended - its last word
+
+
+def follow(u: Utterance, result: StreamResult) -> Followed:
+    """The finals (by midpoint), partials (by start) and turn ends (by end) in `u`'s span, and their delays."""
+    finals = [h for h in result.of(FINAL) if h.text.strip() and u.holds((h.start + h.end) / 2)]
+    partials = [h for h in result.of(PARTIAL) if h.text.strip() and u.holds(h.start)]
+    turns = [h for h in result.of(TURN) if u.holds(h.end)]
+    late = lambda hs, at: max(h.arrival for h in hs) - at if hs else None  # noqa: E731
+    first = min(h.arrival for h in finals + partials) - u.start if finals or partials else None
+    return Followed(u, " ".join(h.text for h in finals), late(finals, u.end), first, late(turns, u.end))
 
 
 async def run_stream(url: str, pcm: bytes, frame_ms: int) -> StreamResult:
@@ -123,12 +195,10 @@ async def run_stream(url: str, pcm: bytes, frame_ms: int) -> StreamResult:
             async for message in ws:
                 now, e = loop.time(), json.loads(message)
                 kind = e["type"]
-                if kind == "caption.final":
-                    out.finals.append((e["end"], now - (t0 + e["end"])))
-                    if e["segment"] in stopped:
-                        out.decodes.append(now - stopped.pop(e["segment"]))
-                elif kind == "caption.partial":
-                    out.partials.append(now - (t0 + e["end"]))
+                if kind in (FINAL, PARTIAL, TURN):
+                    out.heard.append(Heard(kind, now - t0, e["start"], e["end"], e["text"]))
+                if kind == FINAL and e["segment"] in stopped:
+                    out.decodes.append(now - stopped.pop(e["segment"]))
                 elif kind == "speech.stopped":
                     stopped[e["segment"]] = now
                 elif kind == "error":
@@ -226,28 +296,40 @@ def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def measure(url: str, proc: psutil.Process, n: int, programs: list[bytes], args: argparse.Namespace) -> dict:
+async def measure(url: str, proc: psutil.Process, n: int, programs: list[tuple[bytes, list[Utterance]]],
+                  references: list[Clip], args: argparse.Namespace) -> dict:
     query = "language=auto&partials=true" + (f"&endpointing_ms={args.endpointing_ms}" if args.endpointing_ms else "")
     before = scrape(url)
     monitor, stop = Monitor(), asyncio.Event()
     watching = asyncio.create_task(monitor.run(proc, url, stop))
     t0 = time.perf_counter()
     results = await asyncio.gather(*(run_stream(f"{url.replace('http', 'ws', 1)}/v1/listen?stream=bench-{n}-{i}&{query}",
-                                                programs[i], args.frame_ms) for i in range(n)))
+                                                programs[i][0], args.frame_ms) for i in range(n)))
     wall = time.perf_counter() - t0
     stop.set()
     await watching
     after = scrape(url)
-    finals = [lat for r in results for _, lat in r.finals]
-    partials = [lat for r in results for lat in r.partials]
+    followed = [follow(u, r) for r, (_, utterances) in zip(results, programs) for u in utterances
+                if u.end + CUT_S <= args.duration]
+    finals = [f.final_s for f in followed if f.final_s is not None]
+    first = [f.first_word_s for f in followed if f.first_word_s is not None]
+    turns = [f.turn_s for f in followed if f.turn_s is not None]
+    partials = [h.arrival - h.end for r in results for h in r.of(PARTIAL)]
+    said = [references[f.utterance.clip] for f in followed]
+    texts, languages, spoken = [f.text for f in followed], [c.language for c in said], [c.reference for c in said]
     decodes = [lat for r in results for lat in r.decodes]
     return {
         "streams": n, "duration_s": args.duration, "wall_s": round(wall, 1), "model": args.model,
         "endpointing_ms": args.endpointing_ms,  # None: the server's default
         "p50_final_latency_s": pct(finals, 50), "p95_final_latency_s": pct(finals, 95),
         "p50_partial_latency_s": pct(partials, 50), "p95_partial_latency_s": pct(partials, 95),
+        "p50_first_word_s": pct(first, 50), "p95_first_word_s": pct(first, 95),
+        "p50_turn_latency_s": pct(turns, 50), "p95_turn_latency_s": pct(turns, 95),
         "p50_final_decode_s": pct(decodes, 50), "p95_final_decode_s": pct(decodes, 95),
-        "finals": len(finals), "partials": len(partials),
+        "wer_en": score(texts, languages, spoken, "en"), "cer_zh": score(texts, languages, spoken, "zh"),
+        "utterances": len(followed),
+        "utterances_without_final": len(followed) - len(finals), "utterances_without_turn": len(followed) - len(turns),
+        "finals": sum(len(r.of(FINAL)) for r in results), "partials": len(partials),
         "realtime": all(r.realtime for r in results), "realtime_streams": sum(r.realtime for r in results),
         "lag_growth_max_s": round(max(r.growth_s for r in results), 3),
         "behind_max_s": round(max(r.behind_s for r in results), 3),
@@ -265,15 +347,15 @@ async def measure(url: str, proc: psutil.Process, n: int, programs: list[bytes],
 
 
 def live_table(rows: list[dict]) -> str:
-    fmt = "{:>7} {:>11} {:>11} {:>13} {:>13} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7} {:>9}"
-    lines = [fmt.format("streams", "final p50", "final p95", "partial p50", "partial p95", "decode p95", "batch mean",
-                        "queue max", "server %", "RSS MB", "GPU %", "realtime")]
-    s = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    fmt = "{:>7} {:>9} {:>9} {:>11} {:>14} {:>8} {:>9} {:>10} {:>10} {:>8} {:>6} {:>8}"
+    lines = [fmt.format("streams", "final p50", "final p95", "partial p95", "first word p95", "turn p95", "WER/CER %",
+                        "decode p95", "batch mean", "server %", "RSS MB", "realtime")]
+    s = lambda v, f=".2f": "-" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         lines.append(fmt.format(r["streams"], s(r["p50_final_latency_s"]), s(r["p95_final_latency_s"]),
-                                s(r["p50_partial_latency_s"]), s(r["p95_partial_latency_s"]), s(r["p95_final_decode_s"]),
-                                f"{r['batch_mean']:.1f}", f"{r['queue_depth_max']:.0f}", f"{r['cpu_pct'] or 0:.0f}",
-                                f"{r['rss_mb'] or 0:.0f}", "-" if r["gpu_pct"] is None else f"{r['gpu_pct']:.0f}",
+                                s(r["p95_partial_latency_s"]), s(r["p95_first_word_s"]), s(r["p95_turn_latency_s"]),
+                                f"{s(r['wer_en'], '.1f')}/{s(r['cer_zh'], '.1f')}", s(r["p95_final_decode_s"]),
+                                f"{r['batch_mean']:.1f}", f"{r['cpu_pct'] or 0:.0f}", f"{r['rss_mb'] or 0:.0f}",
                                 f"{r['realtime_streams']}/{r['streams']}"))
     return "\n".join(lines)
 
@@ -282,8 +364,10 @@ def live(args: argparse.Namespace, counts: list[int]) -> None:
     from gateway.media import decode_file
     from tests.gateway.servers import Server
 
-    clip_audio = [decode_file(c.path) for c in clips(SPEECH)]
-    programs = [program(clip_audio, i, args.duration) for i in range(max(counts))]
+    references = clips(SPEECH)
+    clip_audio = [decode_file(c.path) for c in references]
+    spans = [speech_span(a) for a in clip_audio]
+    programs = [program(clip_audio, spans, i, args.duration) for i in range(max(counts))]
     log = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "serve.log"  # kept: the server's log, if it fails
     # Server's CPU/int8 defaults overridden by the flags that follow (the last occurrence of a flag wins); every
     # client is the same anonymous caller, so the per-key stream limit is lifted: this measures capacity.
@@ -295,16 +379,18 @@ def live(args: argparse.Namespace, counts: list[int]) -> None:
         proc = psutil.Process(server.proc.pid)
         for n in counts:
             print(f"[bench.streams] {n} stream(s), {args.duration:g} s of audio each ...", file=sys.stderr, flush=True)
-            rows.append(asyncio.run(measure(server.http, proc, n, programs, args)))
+            rows.append(asyncio.run(measure(server.http, proc, n, programs, references, args)))
             r = rows[-1]
-            print(f"[bench.streams] {n}: final p95 {r['p95_final_latency_s']} s, partial p95 "
-                  f"{r['p95_partial_latency_s']} s, realtime {r['realtime_streams']}/{n}", file=sys.stderr, flush=True)
+            print(f"[bench.streams] {n}: final p95 {r['p95_final_latency_s']} s, turn p95 {r['p95_turn_latency_s']} s "
+                  f"over {r['utterances']} utterances ({r['utterances_without_final']} without a final), "
+                  f"realtime {r['realtime_streams']}/{n}", file=sys.stderr, flush=True)
             time.sleep(2)  # let the last finals settle before the next N
     finally:
         server.stop()
     print(f"# machine: {describe()}; model {args.model}, device {args.device}, compute {args.compute_type}; "
           f"{args.duration:g} s of audio per stream, {args.frame_ms} ms frames, endpointing "
-          f"{args.endpointing_ms or 'the server default'} ms; latencies in s; server % = CPU of the server process (100 = one core)")
+          f"{args.endpointing_ms or 'the server default'} ms; latencies in s; WER/CER % = en WER / zh CER of the "
+          f"finals; server % = CPU of the server process (100 = one core)")
     print(f"# command: python bench/streams.py {' '.join(sys.argv[1:])}")
     print(live_table(rows))
     kept = [r["streams"] for r in rows if r["realtime"]]
