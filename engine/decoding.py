@@ -20,6 +20,7 @@ from engine.tokenizer import Tokenizer
 
 PREVIOUS_DRAFT_LEN = 24  # tokens of a previous hypothesis verified per forward: they are usually all right (README: MTP)
 GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (README: MTP)
+REREAD_MIN = 3  # tokens: a shorter transcript said twice may be what was said ("no, no")
 
 
 @dataclass
@@ -250,12 +251,24 @@ class GreedyDecoder:
         return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
 
     def _result(self, r: _Row) -> DecodeResult:
-        if r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase
+        if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
+            r.out, r.looped = r.out[:p], False
+        elif r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase
             r.out = _cut_loop(r.out, r.opts.repeat_tokens)
         text = self.tok.decode(r.out)
         n = len(r.out) + r.ended
         return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
                             compression_ratio(text), r.looped, r.forwards, n)
+
+
+def _reread(out: list[int]) -> int | None:
+    """The length of a transcript that `out` repeats from its first token on (a trimmed short segment read twice
+    over, "And so my fellow Americans. And so my fellow..."), or None. At least REREAD_MIN tokens long, and the copy
+    after it at least that long too."""
+    for p in range(REREAD_MIN, len(out) - REREAD_MIN + 1):
+        if out[p:] == out[: len(out) - p]:
+            return p
+    return None
 
 
 def _cut_loop(out: list[int], span: int) -> list[int]:

@@ -1,6 +1,7 @@
 """What runs next: the policy over queued transcription requests of every stream. No tensors, no threads.
 
-Rule: finals, then pauses, then partials, each in arrival order. A final is a caption people keep; a partial is
+Rule: finals, then pauses, then partials, each in arrival order; an admission that takes finals takes nothing
+else (the encoder runs a whole admission before any of it decodes). A final is a caption people keep; a partial is
 only a preview; a pause is a partial of audio that ends in a pause (its transcript is the final if the pause turns
 out to end the segment, so it runs ahead of previews). A stream has at most one queued partial or pause (a newer
 one replaces the stale one); the queue is bounded, and when it is full an arriving partial is shed, or makes room
@@ -84,15 +85,15 @@ class Scheduler:
         return gone
 
     def schedule(self, max_batch: int, budget_s: float = float("inf"), partials: bool = True) -> list[tuple[int, Request]]:
-        """Take the next requests to start: finals first (up to max_batch, whatever their length), then pauses,
-        then, if `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs
+        """Take the next requests to start: finals (up to max_batch, whatever their length), or else pauses, then,
+        if `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs
         them all before any of them decodes, so the budget bounds how long a final arriving meanwhile waits)."""
         batch: list[tuple[int, Request]] = []
         audio_s = 0.0
         while self.finals and len(batch) < max_batch:
             batch.append(self.finals.popitem(last=False))
             audio_s += len(batch[-1][1].audio) / 16000
-        for pauses in (True, False) if partials else (True,):
+        for pauses in () if batch else (True, False) if partials else (True,):
             for i, r in list(self.partials.items()):
                 if len(batch) >= max_batch or (batch and audio_s + len(r.audio) / 16000 > budget_s):
                     break

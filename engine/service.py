@@ -146,7 +146,6 @@ class Engine:
         return self._retry + self._preparing + [a for _, group in self._ready for a in group] + self._decoding
 
     def _encode_loop(self) -> None:
-        self.runner.share_cores(len(self._threads))
         while True:
             with self._wake:
                 while True:
@@ -169,6 +168,9 @@ class Engine:
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
                 previews = [self._preview(a.request) for a in admitted]
+                # The decoder's only input is this worker's output: idle now, it stays idle through this encode,
+                # which may then use its cores too.
+                self.runner.share_cores(1 if not (self._decoding or self._ready) else len(self._threads))
             t0 = time.perf_counter()
             started = [new for group, encoder, kept in ((retry, "full", None), (admitted, None, previews))
                        if group and (new := self._start(group, encoder, kept)) is not None]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.scoring import error_rate
-from engine.decoding import GreedyDecoder, _cut_loop
+from engine.decoding import GreedyDecoder, _cut_loop, _reread
 from engine.messages import DecodeOptions
 from tests.conftest import load_clip
 
@@ -97,6 +97,14 @@ def test_loop_guard_cuts_a_repeated_phrase():
     assert GreedyDecoder._loops(loop, 24)
     assert _cut_loop(loop, 24) == [1, 2, 7, 8, 9]
     assert not GreedyDecoder._loops(list(range(40)), 24)
+
+
+def test_a_short_segment_read_twice_over_is_one_clean_read(runners, speech):
+    """Trimmed to 2.5 s, "And so my fellow Americans." comes out, then again from its start: that is the transcript,
+    kept once and not a loop (a loop is decoded again over the 30 s window, at an encode of 30 s of audio)."""
+    t = runners("base", "int8").transcribe([load_clip(speech[0])[: 40000]], DecodeOptions(language="en"))[0]
+    assert t.text == "And so my fellow Americans." and not t.result.looped
+    assert _reread([5, 6, 7, 5, 6, 7, 5, 6]) == 3 and _reread([5, 5, 5, 5]) is None and _reread([1, 2, 3, 4]) is None
 
 
 def test_bad_segments_are_rejected_clearly(runners):

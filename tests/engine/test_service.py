@@ -26,8 +26,9 @@ def test_scheduler_policy():
     for _ in range(5):
         s.add(Request("s5", a, final=True))  # finals are never shed
     assert len(s.finals) == 6
-    batch = s.schedule(7)
-    assert [r.final for _, r in batch] == [True] * 6 + [False] and batch[0][0] == f1
+    batch = s.schedule(7)  # finals are encoded alone: a partial beside them would only delay them
+    assert [r.final for _, r in batch] == [True] * 6 and batch[0][0] == f1
+    assert [i for i, _ in s.schedule(1)] == [p3]
     assert s.cancel("s4") == [p4] and len(s) == 0
     for i in range(4):  # 4 partials of 1 s: a 2.5 s budget takes two, a final is taken whatever the budget
         s.add(Request(f"b{i}", a, final=False))
