@@ -1,16 +1,20 @@
 """What runs next: the policy over queued transcription requests of every stream. No tensors, no threads.
 
-Rule: finals, then pauses, then partials, each in arrival order; an admission that takes finals takes nothing
-else (the encoder runs a whole admission before any of it decodes). A final is a caption people keep; a partial is
+Every request is due some time after it arrives (`Request.slack_s`: a final now, a pause's decode when its endpoint
+comes, a partial when the next one would). Rule: finals first, earliest due first, and an admission that takes
+finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses and partials,
+earliest due first (a pause before a partial due at the same time). A final is a caption people keep; a partial is
 only a preview; a pause is a partial of audio that ends in a pause (its transcript is the final if the pause turns
-out to end the segment, so it runs ahead of previews). A stream has at most one queued partial or pause (a newer
-one replaces the stale one); the queue is bounded, and when it is full an arriving partial is shed, or makes room
-by shedding the oldest partial or pause; finals are never shed.
+out to end the segment). A stream has at most one queued partial or pause (a newer one replaces the stale one). A
+partial still queued STALE_S past its due time is shed (its preview would be old news), and so is the oldest when
+the queue is full; finals are never shed. `lag` is how late a request started: now minus its due time.
 """
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,6 +29,7 @@ class Request:
     options: DecodeOptions = DecodeOptions()
     final: bool = True  # False: a partial of a growing segment
     pause: bool = False  # a partial of the segment up to a pause: likely its final (scheduled before partials)
+    slack_s: float = 0.0  # seconds after it arrives by which its result is wanted
 
 
 class Superseded(Exception):
@@ -39,31 +44,37 @@ class Cancelled(Exception):
     """The stream was cancelled before this request ran."""
 
 
+STALE_S = 1.0
+
+
 @dataclass
 class Scheduler:
     max_queue: int = 64  # queued partials beyond which partials are shed
+    clock: Callable[[], float] = time.monotonic
     finals: OrderedDict[int, Request] = field(default_factory=OrderedDict)
     partials: OrderedDict[int, Request] = field(default_factory=OrderedDict)
-    shed: int = 0  # partials dropped for overload, ever
+    due: dict[int, float] = field(default_factory=dict)  # by id: when each queued request is due (clock)
+    shed: int = 0  # partials dropped for overload (queue full or stale), ever
     superseded: int = 0  # partials replaced by a newer one of their stream before they ran, ever
     _ids: itertools.count = field(default_factory=itertools.count)
 
     def add(self, req: Request) -> tuple[int, list[tuple[int, Exception]]]:
         """Queue `req` -> (its id, [(id, reason)] of requests dropped to make way; the new id may be among them)."""
         rid = next(self._ids)
+        self.due[rid] = self.clock() + req.slack_s
         dropped: list[tuple[int, Exception]] = []
         if req.final:
             self.finals[rid] = req
             return rid, dropped
         stale = [i for i, r in self.partials.items() if r.stream == req.stream]
         for i in stale:
-            del self.partials[i]
+            del self.partials[i], self.due[i]
             self.superseded += 1
             dropped.append((i, Superseded(f"a newer partial of stream {req.stream!r} replaced this one")))
         self.partials[rid] = req
         if len(self.partials) + len(self.finals) > self.max_queue:
             oldest = next(iter(self.partials))
-            del self.partials[oldest]
+            del self.partials[oldest], self.due[oldest]
             self.shed += 1
             dropped.append((oldest, Overloaded("engine overloaded: partial shed (finals are still served)")))
         return rid, dropped
@@ -82,26 +93,35 @@ class Scheduler:
         gone = [i for q in (self.finals, self.partials) for i, r in q.items() if r.stream == stream]
         for i in gone:
             self.finals.pop(i, None) or self.partials.pop(i, None)
+            del self.due[i]
         return gone
 
-    def schedule(self, max_batch: int, budget_s: float = float("inf"), partials: bool = True) -> list[tuple[int, Request]]:
-        """Take the next requests to start: finals (up to max_batch, whatever their length), or else pauses, then,
-        if `partials`, partials, oldest first, while the audio taken stays within budget_s (the encoder runs
-        them all before any of them decodes, so the budget bounds how long a final arriving meanwhile waits)."""
-        batch: list[tuple[int, Request]] = []
-        audio_s = 0.0
-        while self.finals and len(batch) < max_batch:
-            batch.append(self.finals.popitem(last=False))
-            audio_s += len(batch[-1][1].audio) / 16000
-        for pauses in () if batch else (True, False) if partials else (True,):
-            for i, r in list(self.partials.items()):
-                if len(batch) >= max_batch or (batch and audio_s + len(r.audio) / 16000 > budget_s):
+    def schedule(self, max_batch: int, budget_s: float = float("inf"), partials: bool = True
+                 ) -> tuple[list[tuple[int, Request, float]], list[tuple[int, Exception]]]:
+        """Take the next requests to start -> ([(id, request, lag)], [(id, reason)] of stale partials shed): finals
+        (up to max_batch, whatever their length), or else pauses and, if `partials`, partials, while the audio
+        taken stays within budget_s (the encoder runs them all before any of them decodes, so the budget bounds how
+        long a final arriving meanwhile waits). Earliest due first in each case."""
+        now = self.clock()
+        dropped: list[tuple[int, Exception]] = []
+        for i, r in list(self.partials.items()):
+            if not r.pause and (late := now - self.due[i]) > STALE_S:
+                del self.partials[i], self.due[i]
+                self.shed += 1
+                dropped.append((i, Overloaded(f"engine overloaded: partial {late:.1f} s past due, shed")))
+        if self.finals:
+            chosen = sorted(self.finals, key=self.due.__getitem__)[:max_batch]
+        else:
+            ready = [i for i, r in self.partials.items() if r.pause or partials]
+            chosen, audio_s = [], 0.0
+            for i in sorted(ready, key=lambda i: (self.due[i], not self.partials[i].pause)):
+                seconds = len(self.partials[i].audio) / 16000
+                if len(chosen) >= max_batch or (chosen and audio_s + seconds > budget_s):
                     break
-                if r.pause == pauses:
-                    batch.append((i, self.partials.pop(i)))
-                    audio_s += len(r.audio) / 16000
-        assert len(batch) <= max_batch and (not self.finals or all(r.final for _, r in batch))
-        return batch
+                chosen.append(i)
+                audio_s += seconds
+        batch = [(i, self.finals.pop(i, None) or self.partials.pop(i), now - self.due.pop(i)) for i in chosen]
+        return batch, dropped
 
     def __len__(self) -> int:
         return len(self.finals) + len(self.partials)

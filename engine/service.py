@@ -4,7 +4,7 @@
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
 Continuous batching, as a two-stage pipeline. The encoder worker admits waiting requests (engine/scheduler.py
-decides which: finals first; partials within an audio budget, within their share of the engine's time, and only
+decides which: finals first, each stage earliest due first; partials within an audio budget, within their share of the engine's time, and only
 while no final waits or decodes), encodes them (a partial only the audio that is new since its stream's last
 partial: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
 running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
@@ -49,6 +49,8 @@ class EngineStats:
     decode_s: float = 0.0  # seconds the decoder worker spent in decoder steps
     last_batch: int = 0
     batch_sizes: list[int] = field(default_factory=list)  # decode batch size after each admission, newest last (bounded)
+    started: int = 0  # requests started
+    lags: list[tuple[str, float]] = field(default_factory=list)  # (final|partial, s past due) at start, newest last
 
 
 class Engine:
@@ -80,19 +82,30 @@ class Engine:
                 raise RuntimeError("engine is closed")
             rid, dropped = self._scheduler.add(req)
             self._futures[rid] = fut
-            for i, reason in dropped:
-                dead = self._futures.pop(i)
-                if not dead.done():  # its caller may have cancelled it already
-                    dead.set_exception(reason)
+            self._drop(dropped)
             self._wake.notify_all()
         return fut
 
+    def _drop(self, dropped: list[tuple[int, Exception]]) -> None:
+        for i, reason in dropped:
+            dead = self._futures.pop(i)
+            if not dead.done():  # its caller may have cancelled it already
+                dead.set_exception(reason)
+
+    def _lags(self, taken: list[tuple[int, Request, float]]) -> None:
+        """Record how late each request started (seconds past its due time) for /metrics."""
+        s = self.stats
+        self.stats = replace(s, lags=(s.lags + [("final" if r.final else "partial", lag) for _, r, lag in taken])[-256:],
+                             started=s.started + len(taken))
+
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions(), *, stream: str = "",
-                         final: bool = True, pause: bool = False, previous: tuple[int, ...] = ()) -> Transcript:
-        """`final` False: a partial (a preview); `pause` too: a partial up to a pause, likely the final (scheduler)."""
+                         final: bool = True, pause: bool = False, previous: tuple[int, ...] = (),
+                         slack_s: float = 0.0) -> Transcript:
+        """`final` False: a partial (a preview); `pause` too: a partial up to a pause, likely the final (scheduler).
+        `slack_s`: wanted that many seconds from now (the scheduler serves the earliest due first)."""
         if previous:  # the previous partial's tokens: drafts to verify (engine/mtp.py)
             options = replace(options, previous=tuple(previous))
-        fut = self.submit(Request(stream, audio, options, final, pause and not final))
+        fut = self.submit(Request(stream, audio, options, final, pause and not final, slack_s))
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
@@ -157,8 +170,10 @@ class Engine:
                     retry, self._retry = self._retry, []
                     # While a final waits or decodes, no partial joins: each would slow every step of the final's decode.
                     partials = not finals and self._partial_credit() > 0
-                    admitted = [] if room <= 0 else [_Running(i, req, self._futures.pop(i)) for i, req in
-                                                     self._scheduler.schedule(room, ADMIT_BUDGET_S, partials)]
+                    taken, shed = self._scheduler.schedule(room, ADMIT_BUDGET_S, partials) if room > 0 else ([], [])
+                    self._drop(shed)
+                    admitted = [_Running(i, req, self._futures.pop(i)) for i, req, _ in taken]
+                    self._lags(taken)
                     if retry or admitted:
                         break
                     # nothing to take: woken by a request, by room in the batch, or when partial credit is back

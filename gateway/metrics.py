@@ -15,7 +15,7 @@ class Metrics:
     def __init__(self, live_streams: Callable[[], int], engine: Callable[[], Any]) -> None:
         self.registry = CollectorRegistry()
         self._engine = engine  # () -> the Engine, or None while the model loads
-        self._batches_seen = 0
+        self._batches_seen = self._started_seen = 0
         self._tokens = self._forwards = 0  # mirrors of the counters below, for the ratio gauge
         r = self.registry
         Gauge("livecaptions_live_streams", "Ingest streams open on this instance", registry=r).set_function(
@@ -37,6 +37,10 @@ class Metrics:
         self.errors = Counter("livecaptions_errors", "Error events sent, by code", ["code"], registry=r)
         self.batch_size = Histogram("livecaptions_engine_batch_size", "Segments per engine batch",
                                     buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.engine_lag = Histogram("livecaptions_engine_lag_seconds",
+                                    "How late the engine started a request: seconds past the time its caption was due "
+                                    "(a final: when its segment ended; a partial: when the next one would come)",
+                                    ["kind"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8), registry=r)
         self.lag = Histogram("livecaptions_caption_lag_seconds",
                              "How far the stream's audio clock was past a caption's end when it went out (decode latency)",
                              ["kind"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16), registry=r)
@@ -63,18 +67,19 @@ class Metrics:
             self.errors.labels(event.code).inc()
 
     def render(self) -> bytes:
-        self._sync_batches()
+        self._sync_engine()
         return generate_latest(self.registry)
 
-    def _sync_batches(self) -> None:
-        # The engine keeps counters, not callbacks: observe the batches run since the last scrape (its recent
-        # batch-size list is bounded, so a scrape interval with more batches than it holds samples the newest).
+    def _sync_engine(self) -> None:
+        # The engine keeps counters, not callbacks: observe the batches and starts since the last scrape (its recent
+        # lists are bounded, so a scrape interval with more than they hold samples the newest).
         engine = self._engine()
         if engine is None:
             return
         stats = engine.stats
-        new = stats.batches - self._batches_seen
-        if new > 0:
-            for size in stats.batch_sizes[-new:]:
-                self.batch_size.observe(size)
-        self._batches_seen = stats.batches
+        for size in stats.batch_sizes[len(stats.batch_sizes) - min(stats.batches - self._batches_seen,
+                                                                   len(stats.batch_sizes)):]:
+            self.batch_size.observe(size)
+        for kind, lag in stats.lags[len(stats.lags) - min(stats.started - self._started_seen, len(stats.lags)):]:
+            self.engine_lag.labels(kind).observe(max(0.0, lag))
+        self._batches_seen, self._started_seen = stats.batches, stats.started

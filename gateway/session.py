@@ -423,9 +423,12 @@ class CaptionSession:
     async def _decode_partial(self, due: _Due, previous: tuple[int, ...],
                               pause: bool = False) -> tuple[DecodeOptions, Transcript | None]:
         audio, options = self._request(due.segment, due.audio)
+        # due when the next partial would come, a pause's decode when its endpoint would
+        cfg = self._segmenter.config
+        slack_ms = cfg.endpoint_ms - cfg.pause_ms if pause else cfg.partial_interval_ms
         try:
             return options, await self.engine.transcribe(audio, options, stream=self.stream_id, final=False,
-                                                         pause=pause, previous=previous)
+                                                         pause=pause, previous=previous, slack_s=slack_ms / 1000)
         except (Superseded, Overloaded, Cancelled) as e:
             log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
         except Exception:  # a preview is not worth a session: log it, the final will still come

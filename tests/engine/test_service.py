@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 from engine.messages import DecodeOptions
-from engine.scheduler import Overloaded, Request, Scheduler, Superseded
+from engine.scheduler import STALE_S, Overloaded, Request, Scheduler, Superseded
 from engine.service import Engine
 from tests.conftest import load_clip
 
 
 def test_scheduler_policy():
-    s = Scheduler(max_queue=3)
+    now = [0.0]
+    s = Scheduler(max_queue=3, clock=lambda: now[0])
     a = np.zeros(16000, np.float32)
+    ids = lambda taken: [i for i, _, _ in taken]  # noqa: E731
     p1, _ = s.add(Request("s1", a, final=False))
     p2, dropped = s.add(Request("s1", a, final=False))
     assert [i for i, _ in dropped] == [p1] and isinstance(dropped[0][1], Superseded)
@@ -26,24 +28,35 @@ def test_scheduler_policy():
     for _ in range(5):
         s.add(Request("s5", a, final=True))  # finals are never shed
     assert len(s.finals) == 6
-    batch = s.schedule(7)  # finals are encoded alone: a partial beside them would only delay them
-    assert [r.final for _, r in batch] == [True] * 6 and batch[0][0] == f1
-    assert [i for i, _ in s.schedule(1)] == [p3]
-    assert s.cancel("s4") == [p4] and len(s) == 0
+    now[0] = 0.5
+    batch, _ = s.schedule(7)  # finals are encoded alone: a partial beside them would only delay them
+    assert [r.final for _, r, _ in batch] == [True] * 6 and batch[0][0] == f1 and batch[0][2] == 0.5  # 0.5 s late
+    assert ids(s.schedule(1)[0]) == [p3]
+    assert s.cancel("s4") == [p4] and len(s) == 0 and not s.due
     for i in range(4):  # 4 partials of 1 s: a 2.5 s budget takes two, a final is taken whatever the budget
         s.add(Request(f"b{i}", a, final=False))
-    assert len(s.schedule(8, budget_s=2.5)) == 2
+    assert len(s.schedule(8, budget_s=2.5)[0]) == 2
     s.add(Request("big", np.zeros(16000 * 5, np.float32), final=True))
-    assert [r.final for _, r in s.schedule(8, budget_s=2.5)] == [True]
+    assert [r.final for _, r, _ in s.schedule(8, budget_s=2.5)[0]] == [True]
     s.schedule(8)
     p5, _ = s.add(Request("s6", a, final=False))  # a pause's decode: the segment ended there, it is the final now
-    assert s.promote("s6") and not s.promote("s6") and s.schedule(1, partials=False)[0][0] == p5
-    # pauses (partials that are likely finals) go before partials, also when partials wait for credit
-    p6, _ = s.add(Request("s7", a, final=False))
-    p7, _ = s.add(Request("s8", a, final=False, pause=True))
-    assert [i for i, _ in s.schedule(8, partials=False)] == [p7]
-    p8, _ = s.add(Request("s9", a, final=False, pause=True))
-    assert [i for i, _ in s.schedule(8)] == [p8, p6]
+    assert s.promote("s6") and not s.promote("s6") and ids(s.schedule(1, partials=False)[0]) == [p5]
+    # earliest due first; a pause before a partial due at the same time; only pauses while partials must wait
+    p6, _ = s.add(Request("s7", a, final=False, slack_s=0.25))
+    p7, _ = s.add(Request("s8", a, final=False, pause=True, slack_s=0.3))
+    assert ids(s.schedule(8, partials=False)[0]) == [p7]
+    p8, _ = s.add(Request("s9", a, final=False, pause=True, slack_s=0.25))
+    p9, _ = s.add(Request("s10", a, final=False, slack_s=0.1))
+    assert ids(s.schedule(8)[0]) == [p9, p8, p6]
+    f2, _ = s.add(Request("s11", a, final=True, slack_s=0.2))
+    f3, _ = s.add(Request("s12", a, final=True))
+    assert ids(s.schedule(8)[0]) == [f3, f2]
+    # a partial queued STALE_S past its due is shed when the next batch is formed; a pause is not
+    p10, _ = s.add(Request("s13", a, final=False, slack_s=0.25))
+    p11, _ = s.add(Request("s14", a, final=False, pause=True, slack_s=0.3))
+    now[0] += 0.25 + STALE_S + 0.01
+    taken, shed = s.schedule(8, partials=False)
+    assert ids(taken) == [p11] and [i for i, _ in shed] == [p10] and isinstance(shed[0][1], Overloaded)
 
 
 def test_concurrent_streams_match_each_alone(runners, speech):

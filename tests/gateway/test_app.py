@@ -114,5 +114,7 @@ def test_health_ready_and_metrics(server, jfk):
     assert "livecaptions_engine_queue_depth" in metrics
     assert metrics['livecaptions_engine_busy_seconds{stage="encode"}'] > 0  # the stream's segments were encoded
     assert metrics['livecaptions_engine_busy_seconds{stage="decode"}'] > 0
+    # how late each request started against its due time: every final (pauses that became finals count as partials)
+    assert sum(v for k, v in metrics.items() if k.startswith("livecaptions_engine_lag_seconds_count")) >= 1
     assert json.loads(get(server.http + "/v1/streams")[1]) == {"streams": {}}
 
