@@ -89,7 +89,7 @@ class SessionConfig:
     endpoint_ms: int = 500
     # ms of silence that end the speaker's turn (turn.ended, after the turn's finals; at least endpoint_ms). On
     # ../shared/speech, 6 of the 39 pauses inside an English clip last over 500 ms, 2 over 700 ms (JFK's rhetorical
-    # ones), none over 1100 ms (docs/latency.md).
+    # ones), none over 1100 ms (docs/performance.md).
     turn_ms: int = 700
     # ms of new speech between partials. At most one partial decode is in flight per stream and only the newest
     # waiting one is kept, so a busy engine makes fewer (one live stream, idle 2-core CPU: partial lag p95 0.58 s at
