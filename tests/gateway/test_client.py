@@ -41,7 +41,8 @@ def test_cli_prints_captions_for_people(server: Server) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines and all(line.startswith("[") and "s +" in line for line in lines), lines  # "[end +lag] text"
-    assert "ask not what your country" in " ".join(lines).lower()
+    said = " ".join(line.split("] ", 1)[1] for line in lines)  # a line per final: JFK's address comes in pieces
+    assert error_rate([(REFERENCE, said)], "en") <= 10, said
 
 
 def test_library_iterates_events_and_raises_on_refusal(server: Server) -> None:
