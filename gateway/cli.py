@@ -87,7 +87,19 @@ def cmd_transcribe_live(args: argparse.Namespace) -> int:
     runner = make_runner(args)
     runner.warm_up()  # so the first captions' lag is the decoding's, not lazy initialisation's
     printer = Printer(args.json)
-    asyncio.run(run(runner, audio, Path(path).name or "live", config, args.speed, printer))
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        printer.on_gone = task.cancel  # the reader left (`| head`): stop the session
+        await run(runner, audio, Path(path).name or "live", config, args.speed, printer)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if printer.gone:
+            return 141  # as a Unix tool's SIGPIPE exit
+        raise
     if args.progress or sys.stderr.isatty():
         print(summary(printer), file=sys.stderr)
     return 0
@@ -150,12 +162,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     printer.clock = clock
 
     async def main() -> None:
-        source = mic_source() if args.mic else file_source(args.file, args.speed)
         async for event in listen(args.url, counted(source), stream=args.stream, language=args.language,
                                   partials=not args.no_partials, api_key=args.api_key, token=args.token):
             await printer(event)
 
     try:
+        source = mic_source() if args.mic else file_source(args.file, args.speed)
         asyncio.run(main())
     except (ListenError, AudioError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -273,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit either
+        return 141
 
 
 if __name__ == "__main__":

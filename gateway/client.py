@@ -82,11 +82,10 @@ async def _send(ws: ClientConnection, source: AsyncIterable[np.ndarray]) -> None
         pass  # the server ended the session: the receiving side reports why
 
 
-async def file_source(path: str | Path, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
-    """A file (any container FFmpeg reads) played at `speed` times real time (0: as fast as the socket takes it)."""
-    audio = await asyncio.to_thread(decode_file, path)
-    async for chunk in paced(audio, speed):
-        yield chunk
+def file_source(path: str | Path, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+    """A file (any container FFmpeg reads) played at `speed` times real time (0: as fast as the socket takes it).
+    Decoded now, so a missing or unreadable file is an AudioError before anything connects."""
+    return paced(decode_file(path), speed)
 
 
 async def mic_source(device: int | str | None = None) -> AsyncIterator[np.ndarray]:

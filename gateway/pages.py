@@ -1,5 +1,5 @@
 """The web pages (web/): `/` live captions from the microphone or a file, `/overlay` for an OBS browser source,
-`/watch` a viewer's full transcript, and their static assets under `/static`.
+`/watch` a viewer's full transcript, their static assets under `/static`, and the icon at `/favicon.ico`.
 
 Plain HTML, ES modules and CSS served as files: no build step, no templating. The pages are public (auth.py RULES);
 what they fetch (the ingest socket, SSE) carries a token when the server has API keys."""
@@ -38,6 +38,11 @@ class _Static(StaticFiles):
         return response
 
 
+async def favicon(request: Request) -> Response:
+    return FileResponse(WEB / "static" / "favicon.svg", media_type="image/svg+xml", headers=NO_STALE)
+
+
 def routes() -> list[BaseRoute]:
     return [*(Route(url, _page(name), methods=["GET", "HEAD"]) for url, name in PAGES.items()),
+            Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
             Mount("/static", _Static(directory=WEB / "static"), name="static")]

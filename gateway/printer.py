@@ -4,6 +4,7 @@ past that when the caption came out."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -19,6 +20,8 @@ class Printer:
         self.as_json, self.out = as_json, out
         self.tty = out.isatty() if tty is None else tty
         self.clock: Callable[[], float] = lambda: 0.0  # the live audio clock, set once the session exists
+        self.on_gone: Callable[[], None] = lambda: None  # called once if the reader goes away (`| head`)
+        self.gone = False
         self.counts: dict[str, int] = {}
         self.lags: dict[str, list[float]] = {ev.CaptionPartial.type: [], ev.CaptionFinal.type: []}
         self._partial_shown = False
@@ -51,8 +54,15 @@ class Printer:
             self._partial_shown = False
 
     def _write(self, text: str) -> None:
-        self.out.write(text)
-        self.out.flush()
+        if self.gone:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:  # nothing more to say to anyone, at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+            self.gone = True
+            self.on_gone()
 
 
 def summary(printer: Printer) -> str:

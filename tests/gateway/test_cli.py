@@ -81,3 +81,11 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_a_closed_pipe_ends_quietly(speech):
+    """`livecaptions transcribe --live --json FILE | head -3`: the reader leaves early; no traceback, as Unix tools."""
+    cmd = f"{sys.executable} -m gateway.cli transcribe --live --speed 0 --json --model tiny.en {speech[0].path} | head -1"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert json.loads(p.stdout)["type"] == "session.started"
+    assert p.stderr == "", p.stderr

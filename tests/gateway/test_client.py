@@ -69,6 +69,10 @@ def test_cli_reports_a_refusal_and_an_unreadable_file(server: Server, tmp_path) 
     out = subprocess.run([LIVECAPTIONS, "listen", "--url", server.ws, str(junk)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, out.stderr
+    # a missing file is reported before anything connects: at once, not after the server's idle timeout
+    out = subprocess.run([LIVECAPTIONS, "listen", "--url", "ws://127.0.0.1:9/", str(tmp_path / "missing.wav")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "missing.wav" in out.stderr and "connect" not in out.stderr.lower(), out.stderr
 
 
 def test_listen_url() -> None:

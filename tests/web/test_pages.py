@@ -19,13 +19,15 @@ def test_pages_and_assets_are_served(server) -> None:
         status, body = get(server.http + path)
         assert status == 200 and body.startswith(b"<!doctype html>"), path
     for name in ("live.js", "overlay.js", "watch.js", "captions.js", "ingest.js", "subscribe.js", "access.js",
-                 "pcm.js", "capture-worklet.js", "style.css", "overlay.css"):
+                 "pcm.js", "capture-worklet.js", "style.css", "overlay.css", "favicon.svg"):
         status, _ = get(f"{server.http}/static/{name}")
         assert status == 200, name
     import urllib.request
 
     with urllib.request.urlopen(server.http + "/static/live.js") as r:  # module scripts need a JavaScript type
         assert "javascript" in r.headers["content-type"] and r.headers["cache-control"] == "no-cache"
+    with urllib.request.urlopen(server.http + "/favicon.ico") as r:  # what browsers ask for first
+        assert r.headers["content-type"] == "image/svg+xml" and r.read().startswith(b"<svg")
     assert get(server.http + "/static/nothing.js")[0] == 404
     assert get(server.http + "/static/../gateway/app.py")[0] == 404
 
