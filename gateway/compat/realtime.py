@@ -13,9 +13,10 @@ speech_started; speech.stopped -> speech_stopped, committed, conversation.item.c
 With `turn_detection: null` the audio between two commits is one item: the VAD still cuts it into segments so that
 they decode while the client speaks, and the item is completed, their texts joined, once every segment is final.
 
-Deltas only ever append, as the vendors' do: a partial sends the words the last two partials agree on (`stable`)
-that extend what was already sent, the final sends the rest; `completed.transcript` is the whole text. StepFun's
-delta also carries `text` (the confirmed part so far) and `stash` (the partial's unconfirmed tail).
+Deltas only ever append, as the vendors' do, and carry final text only: each segment's final (which never
+changes) sends its words, so an item's deltas add up to `completed.transcript`, as OpenAI's clients assume. A
+segment is final at each short pause, so they still stream while the client speaks. StepFun's deltas also carry
+`text` (the finals so far) and `stash` (the partial of the segment being heard), and come with every partial too.
 
 Divergences, on purpose: deltas stream while the client speaks, before the item is committed; in server_vad mode
 `threshold` and `prefix_padding_ms` are accepted but our VAD's own (webrtcvad, 200 ms pre-roll) apply, and
@@ -256,7 +257,7 @@ class StepFun(Dialect):
         return {**super().transcription_json(s, served), "enable_itn": s.enable_itn}
 
     def delta_fields(self, delta: str, confirmed: str, stash: str) -> dict[str, Any] | None:
-        # every partial: the confirmed text plus the tail still being heard is the segment's text so far
+        # every partial and final: the finals so far plus the partial still being heard are the turn's text so far
         return {"delta": delta, "text": confirmed, "stash": stash}
 
 
@@ -365,9 +366,9 @@ class Connection:
             return
         if isinstance(event, ev.CaptionPartial):
             item.language = item.language or self.settings.language
-            confirmed = item.joined(self._form(event.stable, item.language))
-            fields = self.dialect.delta_fields(self._advance(item, confirmed), confirmed,
-                                               self._form(event.text[len(event.stable):], item.language))
+            confirmed = item.joined()
+            fields = self.dialect.delta_fields("", confirmed,
+                                               item.joined(self._form(event.text, item.language))[len(confirmed):])
             if fields is not None:
                 await self.send("conversation.item.input_audio_transcription.delta", item_id=item.id,
                                 content_index=0, **fields)
@@ -398,7 +399,7 @@ class Connection:
 
     @staticmethod
     def _advance(item: _Item, text: str) -> str:
-        """The part of `text` past what the deltas sent, if `text` extends it (a delta cannot take words back)."""
+        """The part of `text` (the finals so far) past what the deltas sent."""
         if len(text) > len(item.sent) and text.startswith(item.sent):
             delta, item.sent = text[len(item.sent):], text
             return delta

@@ -261,8 +261,10 @@ def test_session_transcribes_the_clip(results, run):
     assert deltas, "deltas stream while the clip plays"
     if stepfun:  # the confirmed text and the tail still being heard
         assert all("text" in d and "stash" in d for d in deltas)
-    else:  # append-only deltas of one item add up to its transcript when no partial had to be taken back
+    else:  # an item's deltas add up to its completed transcript, as OpenAI's clients assume
         assert all(d["delta"] for d in deltas)
+        for item, transcript in zip(ids, transcripts):
+            assert "".join(d["delta"] for d in deltas if d["item_id"] == item) == transcript
 
 
 def test_viewers_see_a_realtime_stream(results, server):
