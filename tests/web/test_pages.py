@@ -53,6 +53,20 @@ def test_keyboard_only(server, launch) -> None:
     assert re.sub(r"\W", "", captions.inner_text().lower()) in ("123", "onetwothree")  # digits or words: both right
 
 
+def test_viewer_says_what_is_true(server, launch) -> None:
+    """/watch without a stream lists streams and says to choose one (not "Live"); with one, its follow checkbox
+    sits on one line with its label."""
+    page = launch().new_page()
+    page.goto(server.http + "/watch")
+    page.wait_for_function("() => document.querySelector('[data-testid=status]').dataset.state === 'idle'",
+                           timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid=status]").inner_text().strip() == "Choose a stream"
+    assert not page.locator("#follow").is_visible()
+    page.goto(server.http + "/watch?stream=demo")
+    box, label = page.locator("#follow").bounding_box(), page.locator("#follow-label").bounding_box()
+    assert box is not None and label is not None and label["height"] < 2 * box["height"] + 8  # one line
+
+
 def test_phone_and_200_percent_zoom(server, launch, shots) -> None:
     browser = launch()
     # A phone, and a 1280x800 window at 200 % zoom (the same CSS viewport as 640x400 at device scale 2).

@@ -9,7 +9,8 @@ const stream = q.get("stream");
 const token = pageToken();
 const $ = (id) => document.getElementById(id);
 const captions = $("captions");
-const LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", failed: "Failed" };
+const LABELS = { idle: "Choose a stream", connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…",
+                 failed: "Failed" };
 
 function status(state, detail) {
   document.querySelector("[data-testid=status]").dataset.state = state;
@@ -30,13 +31,13 @@ async function listStreams() {
     list.append(li);
   }
   if (!ids.length) list.append(Object.assign(document.createElement("li"), { textContent: "none right now" }));
-  status("live");
+  status("idle"); // nothing is live on this page until a stream is chosen
 }
 
 if (stream) {
   document.title = `Captions: ${stream}`;
   $("title").textContent = `Captions: ${stream}`;
-  captions.hidden = false;
+  captions.hidden = $("follow-label").hidden = false;
   const view = new CaptionView(captions, {
     onChange() {
       if ($("follow").checked) captions.scrollTop = captions.scrollHeight;
