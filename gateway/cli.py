@@ -38,9 +38,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from gateway.offline import transcribe_file
 
     options = DecodeOptions(language=None if args.language == "auto" else args.language, task=args.task, prompt=args.prompt,
-                            drafts=None if args.drafts == "none" else args.drafts)
+                            drafts=None if args.drafts == "none" else "mtp")
     runner = make_runner(args)
-    if args.drafts in ("mtp", "both") and not runner.has_mtp:
+    if args.drafts == "mtp" and not runner.has_mtp:  # asked for by name: say why it will not happen
         print(f"note: no MTP heads for model {args.model!r}: decoding one token per step", file=sys.stderr)
     failed = 0
     for path in args.files:
@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play the file (one) as a live stream: partial and final captions as they come, with their lag; "
                         "with --json, one caption event per line")
     t.add_argument("--speed", type=speed, default=1.0, help="with --live: times real time (default 1; 0: as fast as possible)")
-    t.add_argument("--drafts", default="mtp", choices=("mtp", "none"),
-                   help="mtp: multi-token prediction with the model's heads (same output, fewer decoder passes; default)")
+    t.add_argument("--drafts", default=None, choices=("mtp", "none"),
+                   help="mtp: multi-token prediction with the model's heads (same output, fewer decoder passes; the "
+                        "default when the model has heads); none: one token per decoder pass")
     t.set_defaults(func=cmd_transcribe)
 
     m = sub.add_parser("train-mtp", help="train multi-token-prediction heads for a model by self-distillation")

@@ -52,6 +52,9 @@ def test_plain_text_output(speech):
     p = cli("transcribe", "--model", "tiny.en", str(speech[0].path))
     assert p.returncode == 0, p.stderr
     assert "fellow Americans" in p.stdout
+    assert p.stderr == ""  # nothing said that the user did not ask about (no progress off a terminal, no notes)
+    p = cli("transcribe", "--model", "tiny.en", "--drafts", "mtp", str(speech[0].path))
+    assert p.returncode == 0 and p.stderr.startswith("note: no MTP heads") and p.stderr.count("\n") == 1, p.stderr
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, speech):
