@@ -7,6 +7,8 @@ row has its own length, so segments of a batch can advance (or roll back) by dif
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -363,6 +365,21 @@ class TextDecoder(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         """(..., D) -> (..., n_vocab) in float32."""
         return self.unembed(hidden).float()
+
+
+@contextmanager
+def uninitialised() -> Iterator[None]:
+    """Build modules without their random initialisation, for weights a checkpoint then overwrites all of (base on a
+    2-core EPYC: 0.31 s of the 1.23 s a model takes to load)."""
+    kinds = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LayerNorm)
+    saved = [k.reset_parameters for k in kinds]
+    for k in kinds:
+        k.reset_parameters = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for k, f in zip(kinds, saved):
+            k.reset_parameters = f  # type: ignore[method-assign]
 
 
 class Whisper(nn.Module):

@@ -16,7 +16,7 @@ from engine.audio import HOP_PAD, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spec
 from engine.checkpoint import load_checkpoint
 from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
-from engine.model import CrossKV, Whisper
+from engine.model import CrossKV, Whisper, uninitialised
 from engine.models import resolve
 from engine.mtp import CTCHead, find_heads, load_heads
 from engine.preview import Preview, preview_cross
@@ -67,9 +67,12 @@ class ModelRunner:
         ckpt = load_checkpoint(folder)
         # float64 self-attention on the CPU: exact, so drafts and batching never change a token (engine/model.py)
         exact = self.device.type == "cpu" and self.compute_type in ("int8", "float32")
-        model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_attention(
-            self.device, self.compute_type, config.audio_attention))
-        model.load_state_dict(ckpt.state, strict=False)  # unembed is tied to the embedding
+        with uninitialised():  # every weight comes from the checkpoint
+            model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_attention(
+                self.device, self.compute_type, config.audio_attention))
+        missing = model.load_state_dict(ckpt.state, strict=False).missing_keys  # unembed is tied to the embedding
+        if set(missing) - {"decoder.unembed.weight"}:
+            raise ValueError(f"checkpoint {folder} lacks weights: {', '.join(missing)}")
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
         del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
         model.eval()
