@@ -7,8 +7,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
+import soundfile as sf
 import srt
 import webvtt
 
@@ -116,7 +118,12 @@ def test_models_are_the_served_one_and_its_aliases(client):
 def test_refusals_are_errors_the_client_raises(server, client, tmp_path):
     big = tmp_path / "big.wav"
     big.write_bytes(b"RIFF" + bytes(MAX_BODY))
+    zeros, hiss = tmp_path / "zeros.wav", tmp_path / "hiss.wav"  # digital silence is refused, quiet noise is not
+    sf.write(zeros, np.zeros(32000, np.float32), 16000, subtype="PCM_16")
+    sf.write(hiss, np.random.default_rng(0).normal(0, 1e-3, 32000).astype(np.float32), 16000, subtype="PCM_16")
+    assert transcribe(client, hiss).text == ""
     cases = [
+        (dict(), zeros, openai.BadRequestError, "invalid_audio"),
         (dict(model="nope"), JFK, openai.BadRequestError, "model_not_found"),
         (dict(temperature=0.7), JFK, openai.BadRequestError, "unsupported_value"),
         (dict(response_format="verbose_json", timestamp_granularities=["word"]), JFK, openai.BadRequestError,

@@ -69,6 +69,10 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, speech):
         assert p.returncode != 0, name
         assert "Traceback" not in p.stderr and "error:" in p.stderr, p.stderr
         assert any(m in p.stderr for m in msg.split("|")), (name, p.stderr)
+    # audio without speech is not bad input: empty text, success
+    write_wav(tmp_path / "hiss.wav", np.random.default_rng(0).normal(0, 30, 16000 * 2))
+    p = cli("transcribe", "--model", "tiny.en", str(tmp_path / "hiss.wav"))
+    assert p.returncode == 0 and p.stdout.strip() == "" and p.stderr == "", (p.stdout, p.stderr)
     # one bad file does not stop the good ones
     p = cli("transcribe", str(tmp_path / "empty.wav"), str(speech[0].path))
     assert p.returncode == 1 and "fellow Americans" in p.stdout
