@@ -159,7 +159,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         played = sent[0] / SAMPLE_RATE
         return played + (time.monotonic() - sent[1]) * (args.speed or 1) if sent[1] else played
 
-    printer.clock = clock
+    printer.clock, printer.speed = clock, args.speed
 
     async def main() -> None:
         async for event in listen(args.url, counted(source), stream=args.stream, language=args.language,

@@ -31,6 +31,7 @@ async def run(runner, audio: np.ndarray, stream: str, config: SessionConfig, spe
         session = CaptionSession(stream, engine, config, emit=printer)
         t0 = time.monotonic()
         printer.clock = lambda: max(session.clock, (time.monotonic() - t0) * speed) if speed else session.clock
+        printer.speed = speed
         await play(session, audio, speed)
         return session
     finally:

@@ -20,6 +20,7 @@ class Printer:
         self.as_json, self.out = as_json, out
         self.tty = out.isatty() if tty is None else tty
         self.clock: Callable[[], float] = lambda: 0.0  # the live audio clock, set once the session exists
+        self.speed = 1.0  # audio seconds played per wall second: lags are shown in wall seconds
         self.on_gone: Callable[[], None] = lambda: None  # called once if the reader goes away (`| head`)
         self.gone = False
         self.counts: dict[str, int] = {}
@@ -29,7 +30,7 @@ class Printer:
     async def __call__(self, event: ev.Event) -> None:
         self.counts[event.type] = self.counts.get(event.type, 0) + 1
         if event.type in self.lags:
-            self.lags[event.type].append(self.clock() - event.end)
+            self.lags[event.type].append(self._lag(event))
         if self.as_json:
             self._write(json.dumps(ev.to_json(event), ensure_ascii=False) + "\n")
         elif isinstance(event, ev.SessionEnded):
@@ -45,8 +46,11 @@ class Printer:
             self._write(f"\r\x1b[K{f'{self._label(event)} {event.text}'[:width]}")
             self._partial_shown = True
 
+    def _lag(self, event: ev.CaptionPartial | ev.CaptionFinal) -> float:
+        return (self.clock() - event.end) / (self.speed or 1.0)
+
     def _label(self, event: ev.CaptionPartial | ev.CaptionFinal) -> str:
-        return f"[{event.end:5.2f}s +{self.clock() - event.end:.2f}s]"
+        return f"[{event.end:5.2f}s +{self._lag(event):.2f}s]"
 
     def _clear(self) -> None:
         if self._partial_shown:

@@ -75,6 +75,14 @@ def test_terminal_rewrites_partials_in_place_and_keeps_finals():
                     "\r\x1b[K[ 2.33s +0.41s] And so my fellow Americans.\n")
 
 
+def test_lag_is_shown_in_wall_seconds_at_any_speed():
+    out = io.StringIO()
+    printer = Printer(False, out, tty=False)
+    printer.clock, printer.speed = lambda: 6.33, 10.0  # played at 10x: 4 s of audio past the end is 0.4 s of waiting
+    asyncio.run(printer(EVENTS[5]))
+    assert out.getvalue() == "[ 2.33s +0.40s] And so my fellow Americans.\n" and printer.lags["caption.final"] == [0.4]
+
+
 def test_pipe_gets_finals_only_and_json_gets_everything():
     assert render(tty=False) == "[ 2.33s +0.41s] And so my fellow Americans.\n"
     lines = render(tty=False, as_json=True).splitlines()
