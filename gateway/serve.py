@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import replace
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,11 +35,12 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def run(config: ServeConfig) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.loopback_only and config.host not in LOOPBACK:
+        raise ValueError(f"--host {config.host} without API keys would let anyone who reaches it stream and watch: "
+                         "pass --api-key (LIVECAPTIONS_API_KEYS; `livecaptions hash-key KEY` makes the value to "
+                         "store), or --allow-anonymous (LIVECAPTIONS_ALLOW_ANONYMOUS=1) on a trusted network")
     if config.loopback_only:
-        if config.host not in LOOPBACK:
-            config = replace(config, host="127.0.0.1")
-        log.warning("no API keys configured: auth is off, so serving on %s only (pass --api-key to serve other "
-                    "hosts, or --allow-anonymous on a trusted network)", config.host)
+        log.warning("no API keys configured: auth is off; serving on %s only", config.host)
     elif not config.api_keys:
         log.warning("no API keys configured (--allow-anonymous): anyone who reaches %s:%d may stream and watch",
                     config.host, config.port)

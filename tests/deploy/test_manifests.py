@@ -3,6 +3,7 @@ the Kubernetes probes and autoscaler use endpoints and metrics the service has, 
 packages need, and the tools that can check a file here (docker compose, systemd-analyze) accept it."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ def test_compose_renders_the_nginx_template_the_topology_test_runs():
     for name in replicas:
         env = compose["services"][name]["environment"]
         assert env["LIVECAPTIONS_REDIS_URL"].startswith("redis://redis:")  # the compose service below
+        assert env["LIVECAPTIONS_API_KEYS"].startswith("${LIVECAPTIONS_API_KEYS:?")  # required: serve refuses without
     assert "redis" in compose["services"]
 
 
@@ -52,7 +54,8 @@ def test_docker_compose_accepts_compose_yaml():
     if client is None:
         why = "docker client not installed" if shutil.which("docker") is None else "docker client has no compose plugin"
         pytest.skip(f"{why} and docker-compose is not installed: compose.yaml not validated")
-    done = subprocess.run([*client, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"], capture_output=True, text=True)
+    done = subprocess.run([*client, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"], capture_output=True, text=True,
+                          env={**os.environ, "LIVECAPTIONS_API_KEYS": "sha256:" + "0" * 64})
     assert done.returncode == 0, done.stderr
 
 
@@ -64,9 +67,10 @@ def test_kubernetes_probes_and_autoscaler_use_what_the_service_has():
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["terminationGracePeriodSeconds"] > 120  # uvicorn's graceful drain (gateway/serve.py) fits
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     redis = objects["Service", "redis"]["spec"]["ports"][0]["port"]
     assert env["LIVECAPTIONS_REDIS_URL"] == f"redis://redis:{redis}/0"
+    assert env["LIVECAPTIONS_HOST"] == "0.0.0.0" and env["LIVECAPTIONS_API_KEYS"]["secretKeyRef"]  # keys: serve refuses without
     service = objects["Service", "livecaptions"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
