@@ -251,6 +251,9 @@ class GreedyDecoder:
         return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
 
     def _result(self, r: _Row) -> DecodeResult:
+        forced = list(r.opts.prefix)
+        if forced and r.out[:len(forced)] == forced:  # it read the leading audio again after being given its text
+            r.out = r.out[len(forced):]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
             r.out, r.looped = r.out[:p], False
         elif r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase

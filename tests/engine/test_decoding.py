@@ -149,3 +149,15 @@ def test_a_forced_prefix_is_continued_not_returned(runners, speech):
         assert "fellow" in head.text.lower() and "fellow" not in rest.text.lower(), rest.text
         assert rest.result.language == "en" and "your country" in rest.text
         assert error_rate([(whole.text, f"{head.text} {rest.text}")], "en") < 10
+
+
+def test_audio_read_again_after_its_forced_text_is_not_returned_twice(runners, speech):
+    """A live piece is decoded led by the piece before it, whose tokens are forced: the model sometimes reads that
+    audio again anyway ("And so my fellow Americans. And so my fellow Americans. Ask not..."). Audio that is the
+    head twice over makes it do so every time: the second reading of the forced text is dropped."""
+    runner = runners("base", "int8")
+    jfk = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
+    head = runner.transcribe([jfk[: 3 * 16000]], DecodeOptions(language="en"))[0]
+    twice = runner.transcribe([np.concatenate([jfk[: 3 * 16000]] * 2)],
+                              DecodeOptions(language="en", prefix=head.result.tokens))[0]
+    assert "fellow" not in twice.text.lower(), twice.text
