@@ -7,6 +7,7 @@ past the rest. With no drafts this is plain greedy decoding; with any drafts the
 from __future__ import annotations
 
 import gzip
+import re
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -242,6 +243,18 @@ class GreedyDecoder:
             elif row.opts.repeat_tokens and len(row.out) >= 2 * row.opts.repeat_tokens and len(row.out) % 16 == 0:
                 row.looped = row.done = compression_ratio(self.tok.decode(row.out)) > row.opts.compression_ratio_threshold
 
+    def _reread_prefix(self, prefix: tuple[int, ...], out: list[int]) -> int:
+        """How many of `out`'s first tokens say the words of `prefix` again (case and punctuation aside), or 0."""
+        said, cut = _words(self.tok.decode(list(prefix))), 0
+        for k in range(1, len(out) + 1):
+            words = _words(self.tok.decode(out[:k]))
+            if words == said:
+                cut = k  # the longest such start: its trailing punctuation goes too
+            elif len(words) > len(said) or words[:-1] != said[:len(words) - 1] or \
+                    (words and not said[len(words) - 1].startswith(words[-1])):  # a word may still be growing
+                break
+        return cut if said else 0
+
     @staticmethod
     def _loops(out: list[int], span: int) -> bool:
         """True when the tail repeats one phrase (period <= span/3) back to back over `span` tokens."""
@@ -251,9 +264,8 @@ class GreedyDecoder:
         return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
 
     def _result(self, r: _Row) -> DecodeResult:
-        forced = list(r.opts.prefix)
-        if forced and r.out[:len(forced)] == forced:  # it read the leading audio again after being given its text
-            r.out = r.out[len(forced):]
+        if r.opts.prefix:  # it may read the leading audio again after being given its text: drop that reading
+            r.out = r.out[self._reread_prefix(r.opts.prefix, r.out):]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
             r.out, r.looped = r.out[:p], False
         elif r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase
@@ -262,6 +274,10 @@ class GreedyDecoder:
         n = len(r.out) + r.ended
         return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
                             compression_ratio(text), r.looped, r.forwards, n)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
 
 
 def _reread(out: list[int]) -> int | None:

@@ -158,6 +158,8 @@ def test_audio_read_again_after_its_forced_text_is_not_returned_twice(runners, s
     runner = runners("base", "int8")
     jfk = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
     head = runner.transcribe([jfk[: 3 * 16000]], DecodeOptions(language="en"))[0]
-    twice = runner.transcribe([np.concatenate([jfk[: 3 * 16000]] * 2)],
-                              DecodeOptions(language="en", prefix=head.result.tokens))[0]
-    assert "fellow" not in twice.text.lower(), twice.text
+    for prefix in (head.result.tokens, tuple(runner.tokenizer.encode(" and so, my fellow americans"))):
+        twice = runner.transcribe([np.concatenate([jfk[: 3 * 16000]] * 2)], DecodeOptions(language="en", prefix=prefix))[0]
+        assert "fellow" not in twice.text.lower(), (prefix, twice.text)  # also when case or punctuation differ
+    rest = runner.transcribe([jfk], DecodeOptions(language="en", prefix=head.result.tokens))[0]
+    assert rest.text.lower().startswith("ask not"), rest.text  # what follows the forced words stays
