@@ -246,6 +246,8 @@ class GreedyDecoder:
     def _reread_prefix(self, prefix: tuple[int, ...], out: list[int]) -> int:
         """How many of `out`'s first tokens say the words of `prefix` again (case and punctuation aside), or 0."""
         said, cut = _words(self.tok.decode(list(prefix))), 0
+        if not said or _words(self.tok.decode(out))[:len(said)] != said:  # the usual case: one decode, no search
+            return 0
         for k in range(1, len(out) + 1):
             words = _words(self.tok.decode(out[:k]))
             if words == said:
@@ -253,7 +255,7 @@ class GreedyDecoder:
             elif len(words) > len(said) or words[:-1] != said[:len(words) - 1] or \
                     (words and not said[len(words) - 1].startswith(words[-1])):  # a word may still be growing
                 break
-        return cut if said else 0
+        return cut
 
     @staticmethod
     def _loops(out: list[int], span: int) -> bool:

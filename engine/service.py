@@ -4,8 +4,8 @@
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
 Continuous batching, as a two-stage pipeline. The encoder worker admits waiting requests (engine/scheduler.py
-decides which: finals first, each stage earliest due first; partials within an audio budget, within their share of the engine's time, and only
-while no final waits or decodes), encodes them (a partial only the audio that is new since its stream's last
+decides which: finals first, earliest due first; partials within an audio budget, within their share of the
+engine's time, and only while no final waits or decodes), encodes them (a partial only the audio that is new since its stream's last
 partial: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
 running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
 verified inside it) and resolves the rows that finished. So a final waits for at most the encode in progress and

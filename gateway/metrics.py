@@ -77,9 +77,13 @@ class Metrics:
         if engine is None:
             return
         stats = engine.stats
-        for size in stats.batch_sizes[len(stats.batch_sizes) - min(stats.batches - self._batches_seen,
-                                                                   len(stats.batch_sizes)):]:
+        for size in _newest(stats.batch_sizes, stats.batches - self._batches_seen):
             self.batch_size.observe(size)
-        for kind, lag in stats.lags[len(stats.lags) - min(stats.started - self._started_seen, len(stats.lags)):]:
+        for kind, lag in _newest(stats.lags, stats.started - self._started_seen):
             self.engine_lag.labels(kind).observe(max(0.0, lag))
         self._batches_seen, self._started_seen = stats.batches, stats.started
+
+
+def _newest(samples: list, count: int) -> list:
+    """The last `count` of `samples` (all it holds if fewer)."""
+    return samples[-count:] if count > 0 else []
