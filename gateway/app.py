@@ -109,7 +109,8 @@ async def streams(request: Request) -> Response:
 
 
 def create_app(config: ServeConfig) -> Starlette:
-    auth = Auth(config.api_keys, config.token_secret, config.allowed_origins, config.max_token_ttl_s)
+    auth = Auth(config.api_keys, config.token_secret, config.allowed_origins, config.max_token_ttl_s,
+                allowed_hosts=config.allowed_hosts if config.loopback_only else None)
     middleware = [Middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes or 2**63),
                   Middleware(AuthMiddleware, auth=auth)]
     if config.allowed_origins:  # outermost: a CORS preflight carries no credentials

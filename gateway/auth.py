@@ -1,12 +1,15 @@
 """Who may do what: API keys (kept as sha256 hashes), short-lived scoped tokens, and the browser Origin allowlist.
 
 A request proves itself with `Authorization: Bearer <key or token>` (`Token <...>` too, as Deepgram clients send)
-or `?token=<token>` (browsers cannot set WebSocket headers). An API key may do everything; a token only what it
+or `?token=<token>` (browsers cannot set WebSocket headers; query strings end up in logs and browser history, so
+only a short-lived token goes there, never a key). An API key may do everything; a token only what it
 was minted for (`POST /v1/tokens`): a scope ("listen": send audio, transcribe; "read": watch a stream), optionally
 one stream, until it expires. Tokens are HMAC-signed with a secret that every instance derives from the same
 configured key hashes (or --token-secret), so a token minted on one instance works on all of them.
 
-With no keys configured auth is off: every request passes as "anonymous" (and `serve` binds loopback only).
+With no keys configured auth is off: every request passes as "anonymous", and `serve` binds loopback only and serves
+only loopback Host names (and --allowed-host ones), so a web page whose name was rebound to 127.0.0.1 (DNS
+rebinding) is refused.
 `AuthMiddleware` applies RULES to every HTTP request and WebSocket before any route runs, and leaves the caller's
 Grant in `request.state.grant` for per-key limits."""
 from __future__ import annotations
@@ -30,6 +33,7 @@ from gateway.errors import error_body
 SCOPES = ("listen", "read")
 KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 TOKEN_PREFIX = "lct1."
+LOOPBACK_HOST = re.compile(r"localhost|.+\.localhost|127(\.\d{1,3}){3}|::1", re.IGNORECASE)
 
 # path -> what it needs: a scope, "key" (an API key itself), or None (public). The stream a token must be bound
 # to, if it is bound, comes from the path's `stream` group or the `stream` query parameter. First match wins.
@@ -85,9 +89,12 @@ class AuthError(Exception):
 
 class Auth:
     def __init__(self, key_hashes: tuple[str, ...] = (), token_secret: str | None = None,
-                 allowed_origins: tuple[str, ...] = (), max_token_ttl_s: float = 86400.0) -> None:
+                 allowed_origins: tuple[str, ...] = (), max_token_ttl_s: float = 86400.0,
+                 allowed_hosts: tuple[str, ...] | None = None) -> None:
+        """`allowed_hosts`: None serves any Host name; a tuple serves loopback names and those only."""
         self.keys = frozenset(hash_key(k) for k in key_hashes)
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self.max_token_ttl_s = max_token_ttl_s
         seed = token_secret or "\n".join(sorted(self.keys))
         self._secret = hashlib.sha256(b"livecaptions-token\n" + seed.encode()).digest()
@@ -96,14 +103,18 @@ class Auth:
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def authenticate(self, credential: str | None) -> Grant:
-        """The grant of a key or token -> Grant; AuthError(401) if it is missing, unknown or expired."""
+    def authenticate(self, credential: str | None, in_query: bool = False) -> Grant:
+        """The grant of a key or token (`in_query`: from ?token=, where keys are refused) -> Grant; AuthError(401) if
+        it is missing, unknown or expired."""
         if not self.enabled:
             return Grant("anonymous", frozenset(SCOPES), key=True)
         if not credential:
             raise AuthError(401, "unauthorized", "an API key or token is required: Authorization: Bearer KEY or ?token=")
         if credential.startswith(TOKEN_PREFIX):
             return self._verify(credential)
+        if in_query:
+            raise AuthError(401, "unauthorized", "?token= takes a token, not an API key (query strings end up in "
+                            "logs): send Authorization: Bearer KEY, or mint a token with POST /v1/tokens")
         h = hash_key(credential)
         if h not in self.keys:
             raise AuthError(401, "unauthorized", "invalid API key")
@@ -122,7 +133,7 @@ class Auth:
 
     def _verify(self, token: str) -> Grant:
         payload, _, sig = token[len(TOKEN_PREFIX):].partition(".")
-        if not hmac.compare_digest(sig, self._sign(payload)):
+        if not hmac.compare_digest(sig.encode(), self._sign(payload).encode()):  # bytes: any characters compare
             raise AuthError(401, "unauthorized", "invalid token")
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         if claims["exp"] < time.time():
@@ -132,30 +143,46 @@ class Auth:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
-    def check_origin(self, headers: Headers) -> None:
-        """Browser WebSockets carry an Origin: allow the server's own origin and the allowlist ("*": any)."""
+    def check_origin(self, scope: Scope, headers: Headers) -> None:
+        """Browser WebSockets carry an Origin: allow the server's own origin (scheme, host and port) and the
+        allowlist ("*": any). Behind a TLS proxy the page's scheme is the proxy's (X-Forwarded-Proto)."""
         origin = headers.get("origin")
         if origin is None or "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins:
             return
-        if urlsplit(origin).netloc == headers.get("host"):
+        schemes = {"https" if scope.get("scheme") in ("https", "wss") else "http", headers.get("x-forwarded-proto")}
+        if any(origin.rstrip("/") == f"{s}://{headers.get('host')}" for s in schemes if s):
             return
         raise AuthError(403, "forbidden_origin", f"origin {origin} is not allowed (--allowed-origin)")
+
+    def check_host(self, headers: Headers) -> None:
+        """With `allowed_hosts` set (no keys): only a loopback Host name or an allowed one is served."""
+        if self.allowed_hosts is None:
+            return
+        try:
+            name = urlsplit("//" + headers.get("host", "")).hostname or ""
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            name = ""
+        if not (LOOPBACK_HOST.fullmatch(name) or name in self.allowed_hosts):
+            raise AuthError(403, "forbidden_host", f"Host {name!r} is not served without API keys: open it as "
+                            "localhost or 127.0.0.1, or start the server with --allowed-host or --api-key")
 
     def grant(self, scope: Scope) -> Grant:
         """Apply RULES to one ASGI request -> its Grant; AuthError if refused."""
         headers, path = Headers(scope=scope), scope["path"]
+        self.check_host(headers)
         if scope["type"] == "websocket":
-            self.check_origin(headers)
+            self.check_origin(scope, headers)
         need = next(n for p, n in RULES if p.fullmatch(path))
         scheme, _, value = headers.get("authorization", "").partition(" ")
         credential = value.strip() if scheme.lower() in ("bearer", "token") else None
+        in_query = not credential
         credential = credential or QueryParams(scope.get("query_string", b"")).get("token")
         if need is None:  # public: whoever it is (a missing or bad credential does not matter here)
             try:
-                return self.authenticate(credential)
+                return self.authenticate(credential, in_query)
             except AuthError:
                 return Grant("anonymous", frozenset())
-        grant = self.authenticate(credential)
+        grant = self.authenticate(credential, in_query)
         stream = _stream_of(scope)
         if not grant.allows(need, stream):
             what = "an API key" if need == "key" else f"{need!r} access" + (f" to stream {stream!r}" if stream else "")

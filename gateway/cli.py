@@ -117,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          idle_timeout_s=args.idle_timeout, history_len=args.history_len, log_level=args.log_level,
                          api_keys=tuple(hash_key(k) for k in args.api_keys), token_secret=args.token_secret,
                          allowed_origins=tuple(args.allowed_origins), allow_anonymous=args.allow_anonymous,
+                         allowed_hosts=tuple(args.allowed_hosts),
                          max_streams_per_key=args.max_streams_per_key, max_session_s=args.max_session,
                          max_body_bytes=args.max_body_bytes, max_audio_s=args.max_audio_s)
     return run(config)
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--allowed-origin", action="append", default=_list(env("LIVECAPTIONS_ALLOWED_ORIGINS")),
                    dest="allowed_origins", metavar="ORIGIN",
                    help="a browser origin allowed besides the server's own, e.g. https://studio.example; * for any")
+    a.add_argument("--allowed-host", action="append", default=_list(env("LIVECAPTIONS_ALLOWED_HOSTS")),
+                   dest="allowed_hosts", metavar="NAME",
+                   help="without keys, a Host name served besides localhost/127.0.0.1/::1 (a local proxy's name)")
     a.add_argument("--allow-anonymous", action="store_true", default=env("LIVECAPTIONS_ALLOW_ANONYMOUS") == "1",
                    help="serve without keys on a non-loopback --host (behind an auth proxy or on a trusted network)")
     lim = s.add_argument_group("limits (0: unlimited)")

@@ -41,6 +41,7 @@ class ServeConfig:
     token_secret: str | None = None  # signs tokens; default: derived from the key hashes (same on every instance)
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed besides the server's own; "*": any
     allow_anonymous: bool = False  # no keys, yet serve other hosts than loopback (a trusted network or an auth proxy)
+    allowed_hosts: tuple[str, ...] = ()  # without keys, Host names served besides loopback ones (DNS rebinding guard)
     max_token_ttl_s: float = 86400.0
     # limits (gateway/limits.py): 0 = unlimited
     max_streams_per_key: int = 100  # concurrent ingest/realtime streams and transcriptions per key, per instance

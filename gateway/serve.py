@@ -6,6 +6,7 @@ published), waits for the handlers and runs the lifespan shutdown (engine and bu
 from __future__ import annotations
 
 import logging
+import re
 import socket
 
 import uvicorn
@@ -31,6 +32,16 @@ class _Server(uvicorn.Server):
 
 log = logging.getLogger("livecaptions.serve")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_SECRET_PARAM = re.compile(r"([?&](?:token|key|api_key)=)[^&\s\"]*", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """Credentials in logged URLs (`?token=`, `?key=`) become ***: uvicorn logs every request's query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_SECRET_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 def run(config: ServeConfig) -> int:
@@ -49,5 +60,7 @@ def run(config: ServeConfig) -> int:
                                     ws_max_size=config.ws_max_size,
                                     ws="websockets-sansio",  # reports a server shutdown to the app as code 1012
                                     lifespan="on", timeout_graceful_shutdown=120), app)
+    for name in ("uvicorn.access", "uvicorn.error"):  # the WebSocket lines ("accepted") come on uvicorn.error
+        logging.getLogger(name).addFilter(RedactSecrets())
     server.run()
     return 0 if server.started else 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -118,3 +120,30 @@ def test_health_ready_and_metrics(server, jfk):
     assert sum(v for k, v in metrics.items() if k.startswith("livecaptions_engine_lag_seconds_count")) >= 1
     assert json.loads(get(server.http + "/v1/streams")[1]) == {"streams": {}}
 
+
+
+def test_without_keys_only_loopback_host_names_are_served(server):
+    """DNS rebinding: a page at attacker.example whose name now points at 127.0.0.1 sends Host and Origin
+    attacker.example; without keys only loopback names are served, so it gets 403 / 4403, not captions."""
+
+    def status(host: str) -> tuple[int, dict]:
+        req = urllib.request.Request(server.http + "/v1/streams", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    code, body = status(f"attacker.example:{server.port}")
+    assert (code, body["error"]["type"]) == (403, "forbidden_host"), body
+    for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"):
+        assert status(host)[0] == 200, host
+
+    async def main() -> tuple[list[dict], int | None]:
+        rebound = f"attacker.example:{server.port}"
+        async with connect(f"ws://{rebound}/v1/streams/room1/captions", host="127.0.0.1", port=server.port,
+                           origin=f"http://{rebound}") as ws:  # type: ignore[arg-type]
+            return await receive_all(ws, timeout=30), ws.close_code
+
+    events, code = asyncio.run(main())
+    assert code == 4403 and [e["code"] for e in events] == ["forbidden_host"], events

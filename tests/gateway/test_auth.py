@@ -27,7 +27,8 @@ BEARER = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with serving(tmp_path_factory.mktemp("auth") / "server.log", "--api-key", KEY, "--max-streams-per-key", "3",
-                 "--max-session", "10", "--max-body-bytes", "4096", "--allowed-origin", "https://ok.example") as s:
+                 "--max-session", "10", "--max-body-bytes", "4096", "--allowed-origin", "https://ok.example",
+                 "--log-level", "info") as s:  # info: the access log, whose redaction is tested
         yield s
 
 
@@ -74,6 +75,21 @@ def test_http_refusals(server: Server) -> None:
     time.sleep(1.0)
     status, body = http(server, "GET", f"/v1/streams?token={short}")
     assert (status, body["error"]["type"]) == (401, "token_expired")
+    # a signature that is not ASCII is just wrong (it once raised TypeError in compare_digest: 500)
+    status, body = http(server, "GET", "/v1/streams/a/captions.vtt?token=lct1.abc.%C3%A9")
+    assert (status, body["error"]["type"]) == (401, "unauthorized")
+    # a key in the query string would be logged: refused, with where it goes instead
+    status, body = http(server, "GET", f"/v1/streams/a/events?token={KEY}")
+    assert status == 401 and "Authorization: Bearer" in body["error"]["message"], body
+
+
+def test_access_log_hides_credentials(server: Server) -> None:
+    token = mint(server, scope="read")
+    assert http(server, "GET", f"/v1/streams?token={token}")[0] == 200
+    assert http(server, "GET", f"/v1/streams?stream=x&key={KEY}")[0] == 401
+    log = server.log()
+    assert "/v1/streams?token=***" in log and "key=***" in log, log[-2000:]
+    assert token not in log and KEY not in log
 
 
 def test_websocket_refusals_leave_a_healthy_stream_alone(server: Server) -> None:
@@ -91,7 +107,12 @@ def test_websocket_refusals_leave_a_healthy_stream_alone(server: Server) -> None
                 "read token ingesting": (f"{ws_url}&token={mint(server, scope='read')}", {}, 4403, "forbidden"),
                 "token for another stream": (f"{ws_url}&stream=a&token={mint(server, scope='listen', stream='b')}",
                                              {}, 4403, "forbidden"),
-                "wrong Origin": (f"{ws_url}&token={KEY}", {"origin": "https://evil.example"}, 4403, "forbidden_origin"),
+                "API key in the query": (f"{ws_url}&token={KEY}", {}, 4401, "unauthorized"),
+                "signature not ASCII": (f"{ws_url}&token=lct1.abc.%C3%A9", {}, 4401, "unauthorized"),
+                "wrong Origin": (f"{ws_url}&token={mint(server, scope='listen')}", {"origin": "https://evil.example"},
+                                 4403, "forbidden_origin"),
+                "own host, other scheme": (f"{ws_url}&token={mint(server, scope='listen')}",
+                                           {"origin": f"https://127.0.0.1:{server.port}"}, 4403, "forbidden_origin"),
                 "subscriber, wrong stream": (f"{server.ws}/v1/streams/healthy/captions?token="
                                              f"{mint(server, scope='read', stream='other')}", {}, 4403, "forbidden"),
             }
@@ -100,7 +121,10 @@ def test_websocket_refusals_leave_a_healthy_stream_alone(server: Server) -> None
                 events, got = results[name]
                 assert got == close, (name, got, events)
                 assert [e["type"] for e in events] == ["error"] and events[0]["code"] == code, (name, events)
-            # Allowed origin and a stream-bound listen token are accepted.
+            # The server's own origin, an allowed origin and a stream-bound listen token are accepted.
+            async with connect(f"{ws_url}&stream=own&token={mint(server, scope='listen')}",
+                               origin=f"http://127.0.0.1:{server.port}") as ws:  # type: ignore[arg-type]
+                assert json.loads(await ws.recv())["type"] == "session.started"
             token = mint(server, scope="listen", stream="bound")
             async with connect(f"{ws_url}&stream=bound&token={token}", origin="https://ok.example") as ws:  # type: ignore[arg-type]
                 assert json.loads(await ws.recv())["type"] == "session.started"
