@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import events as ev
 from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
+from gateway.errors import parse_json
 from gateway.limits import LimitError
 from gateway.media import PCM_DTYPES, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
@@ -261,7 +262,7 @@ async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: Lis
 async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
     """Act on one control message -> whether the client asked to close."""
     try:
-        msg: Any = json.loads(text)
+        msg: Any = parse_json(text)
     except ValueError:
         msg = None
     if not isinstance(msg, dict):

@@ -90,8 +90,12 @@ def decode_pcm(data: bytes, encoding: str = "pcm_s16le", sample_rate: int = SAMP
 
 
 def _to_float(pcm: np.ndarray) -> np.ndarray:
-    """Samples of any PCM dtype -> float32 in [-1, 1)."""
+    """Samples of any PCM dtype -> float32 in [-1, 1). AudioError for NaN or infinite float samples, which no
+    microphone makes and every later stage would choke on."""
     if pcm.dtype.kind in "iu":
         info = np.iinfo(pcm.dtype)
         return ((pcm.astype(np.float32) - (info.min + info.max + 1) / 2) / (info.max + 1)).astype(np.float32)
-    return pcm.astype(np.float32)
+    pcm = pcm.astype(np.float32)
+    if not np.isfinite(pcm).all():
+        raise AudioError("the audio holds NaN or infinite samples")
+    return pcm

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.auth import Grant
 from gateway.config import STREAM_ID
-from gateway.errors import error_response
+from gateway.errors import error_response, parse_json
 from gateway.state import Gateway
 
 DEFAULT_TTL_S = 3600.0
@@ -23,7 +23,10 @@ async def tokens(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     grant: Grant = request.state.grant
     try:
-        body: Any = json.loads(await request.body() or b"{}")
+        body: Any = parse_json(await request.body() or b"{}")
+    except ValueError as e:  # UnicodeDecodeError included
+        return error_response(400, "invalid_json", f"the body is not valid JSON ({e})")
+    try:
         if not isinstance(body, dict):
             raise ValueError("the body must be a JSON object")
         scope, stream, ttl = body.get("scope", "read"), body.get("stream"), body.get("ttl_s", DEFAULT_TTL_S)

@@ -37,6 +37,7 @@ from gateway import events as ev
 from gateway.compat.models import resolve
 from gateway.compat.relay import Refused, Relay, admitted, iso_language
 from gateway.config import STREAM_ID, ServeConfig
+from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
@@ -272,7 +273,7 @@ class Connection:
     async def _control(self, text: str) -> bool:
         """Act on one text message -> whether the client asked to close the stream."""
         try:
-            message: Any = json.loads(text)
+            message: Any = parse_json(text)
         except ValueError:
             message = None
         kind = message.get("type") if isinstance(message, dict) else None

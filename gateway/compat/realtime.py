@@ -42,6 +42,7 @@ from gateway.compat.itn import spoken
 from gateway.compat.models import resolve
 from gateway.compat.relay import Live, Refused, Relay, admitted, iso_language
 from gateway.config import STREAM_ID
+from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, AudioError, decode_pcm
 from gateway.offline import separator
 from gateway.session import CaptionSession, SessionConfig
@@ -429,7 +430,7 @@ class Connection:
 
     async def handle(self, text: str) -> None:
         try:
-            event: Any = json.loads(text)
+            event: Any = parse_json(text)
         except ValueError:
             raise Invalid("the message is not valid JSON", None, "invalid_json") from None
         if not isinstance(event, dict):
@@ -551,7 +552,7 @@ class Connection:
 
 def _event_id(text: str) -> str | None:
     try:
-        event = json.loads(text)
+        event = parse_json(text)
     except ValueError:
         return None
     return event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from gateway.compat import itn
 from gateway.compat.errors import ApiError
 from gateway.compat.intake import Deltas, Pcm, decode, decode_options, event_stream, ready_engine
 from gateway.compat.models import UnknownModel, resolve
+from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES
 from gateway.state import Gateway
 
@@ -122,7 +122,7 @@ def _pcm(fmt: dict) -> Pcm | None:
 
 def _parse(raw: bytes, served: str) -> AsrRequest:
     try:
-        body = json.loads(raw)
+        body = parse_json(raw)
     except ValueError as e:  # UnicodeDecodeError included
         raise ApiError(400, f"the body is not valid JSON ({e})", code="invalid_json") from None
     if not isinstance(body, dict):

@@ -81,9 +81,11 @@ async def wav_finalize(server: Server) -> list[dict[str, Any]]:
 
 
 async def bad_stream(server: Server) -> tuple[list[dict[str, Any]], int | None]:
-    """An unknown text message and a Configure (answered, the stream goes on), then bytes that are not audio."""
+    """An unknown text message, deeply nested JSON and a Configure (answered, the stream goes on), then bytes that
+    are not audio."""
     async with connect(f"{server.ws}/v1/listen?model=nova-3", additional_headers=AUTH) as ws:
         await ws.send("hello")
+        await ws.send("[" * 100000 + "]" * 100000)  # was a RecursionError: close 1011
         await ws.send(json.dumps({"type": "Configure", "keyterms": ["livecaptions"]}))
         await asyncio.sleep(0.5)
         await ws.send(b"MP3 or anything else but a WAV header")
@@ -170,10 +172,11 @@ def test_wav_stream_and_finalize(results):
 
 def test_in_stream_errors(results):
     messages, close = results["bad"]
-    assert [m["type"] for m in messages] == ["Error", "ConfigureFailure", "Error"]
+    assert [m["type"] for m in messages] == ["Error", "Error", "ConfigureFailure", "Error"]
     assert messages[0]["variant"] == "SchemaError" and messages[0]["message"] == "hello"
-    assert messages[1]["code"] == "CONFIGURE_KEYTERMS_NOT_SUPPORTED"
-    assert messages[2]["variant"] == "DATA-0000" and close == 1008
+    assert messages[1]["variant"] == "SchemaError"
+    assert messages[2]["code"] == "CONFIGURE_KEYTERMS_NOT_SUPPORTED"
+    assert messages[3]["variant"] == "DATA-0000" and close == 1008
 
 
 @pytest.mark.parametrize("name", REFUSED)

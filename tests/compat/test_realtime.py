@@ -155,6 +155,7 @@ async def converse(client: OpenAIClient | StepFunClient, audio: np.ndarray, rate
 BAD: dict[str, tuple[Any, str, str | None]] = {
     "invalid JSON": ("{not json", "invalid_json", None),
     "not an object": ("[1, 2]", "invalid_json", None),
+    "deeply nested JSON": ("[" * 100000 + "]" * 100000, "invalid_json", None),  # was RecursionError: close 1011
     "unknown event type": ({"type": "response.create"}, "invalid_value", "type"),
     "append without audio": ({"type": "input_audio_buffer.append"}, "missing_required_parameter", "audio"),
     "invalid base64": ({"type": "input_audio_buffer.append", "audio": "not base64!"}, "invalid_value", "audio"),

@@ -187,6 +187,10 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, bytes, dict[str, str] | None, 
     bad_b64 = request_body(b"", PCM_FORMAT).replace(b'"data": ""', b'"data": "@@not base64!!"')
     return [
         ("invalid JSON", b'{"audio": {"data": ', None, 400, "invalid_json"),
+        ("deeply nested JSON", b"[" * 100000 + b"]" * 100000, None, 400, "invalid_json"),
+        ("NaN samples in pcm_f32le", request_body(np.array([0.1, np.nan] * 8000, "<f4").tobytes(),
+                                                  {**PCM_FORMAT, "codec": "pcm_f32le", "bits": 32}), None, 400,
+         "invalid_audio"),
         ("invalid base64", bad_b64, None, 400, "invalid_base64"),
         ("missing data", missing_data, None, 400, "missing_field"),
         ("pcm without rate", request_body(pcm, no_rate), None, 400, "missing_field"),

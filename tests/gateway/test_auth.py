@@ -69,6 +69,9 @@ def test_http_refusals(server: Server) -> None:
     for bad in ({"scope": "admin"}, {"ttl_s": -1}, {"stream": "no spaces"}, {"color": 1}):
         status, body = http(server, "POST", "/v1/tokens", json.dumps(bad).encode(), BEARER)
         assert status == 400 and body["error"]["message"], bad
+    for bad, code in ((b"{not json", "invalid_json"), (b"[" * 2000 + b"]" * 2000, "invalid_json")):  # deep: not a 500
+        status, body = http(server, "POST", "/v1/tokens", bad, BEARER)
+        assert (status, body["error"]["type"]) == (400, code), body
     status, body = http(server, "POST", "/v1/tokens", b"{" + b" " * 5000 + b"}", BEARER)
     assert (status, body["error"]["type"]) == (413, "body_too_large")
     short = mint(server, scope="read", ttl_s=0.5)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
@@ -20,7 +21,10 @@ MAX_FRAME = 8192
 BAD = {
     "odd byte count": ("", [b"\x00" * 3201], 1007, "bad_audio"),
     "oversize frame": ("", [b"\x00" * (MAX_FRAME + 2)], 1009, "frame_too_big"),
+    "NaN samples in pcm_f32le": ("encoding=pcm_f32le", [np.array([0.1, np.nan, -0.1] * 400, "<f4").tobytes()], 1007,
+                                 "bad_audio"),
     "invalid JSON control": ("", ["{not json"], 1003, "bad_control"),
+    "deeply nested JSON control": ("", ["[" * 4000 + "]" * 4000], 1003, "bad_control"),
     "non-object JSON control": ("", ["[1, 2]"], 1003, "bad_control"),
     "unknown control type": ("", [json.dumps({"type": "rewind"})], 1008, "bad_control"),
     "bad sample_rate": ("sample_rate=4000", [], 4400, "bad_request"),
