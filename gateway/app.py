@@ -39,9 +39,10 @@ log = logging.getLogger("livecaptions.app")
 
 def make_bus(config: ServeConfig) -> Bus:
     if config.redis_url is None:
-        return MemoryBus(config.history_len, registry_ttl_s=config.registry_ttl_s)
+        return MemoryBus(config.history_len, registry_ttl_s=config.registry_ttl_s, stream_ttl_s=config.history_ttl_s,
+                         max_streams=config.history_streams)
     return RedisBus(config.redis_url, history_len=config.history_len, registry_ttl_s=config.registry_ttl_s,
-                    prefix=config.redis_prefix)
+                    prefix=config.redis_prefix, stream_ttl_s=config.history_ttl_s)
 
 
 async def _load(gw: Gateway) -> None:

@@ -12,6 +12,10 @@ time based they stay ordered across a server or Redis restart, so a `Last-Event-
 before the restart still resumes correctly. Compare ids with `id_key()`, never as strings
 ("9-0" < "10-0").
 
+History is bounded in length (`history_len` events per stream) and in time (`stream_ttl_s` after a stream's last
+event, Redis's key expiry); MemoryBus also keeps at most `max_streams` streams' histories, dropping the least
+recently published first (never a stream someone is watching).
+
 Resume semantics of `subscribe(stream, after)`:
     after=None  -> only events published from now on;
     after="0"   -> all retained history (the newest `history_len` events), then live;
@@ -232,20 +236,34 @@ class _MemStream:
     history: deque[tuple[IdKey, str, Event]]
     last: IdKey = (0, 0)
     subs: set[Subscription] = field(default_factory=set)
+    published: float = 0.0  # time.monotonic() of its last event
 
 
 class MemoryBus(Bus):
-    """In-process bus for a single server. History is kept per stream for the process lifetime."""
+    """In-process bus for a single server: histories expire as RedisBus's do, and at most `max_streams` are kept."""
 
-    def __init__(self, history_len: int = 1000, *, registry_ttl_s: float = 15.0, queue_max: int = 1000) -> None:
+    def __init__(self, history_len: int = 1000, *, registry_ttl_s: float = 15.0, queue_max: int = 1000,
+                 stream_ttl_s: float = 86_400.0, max_streams: int = 1000) -> None:
         super().__init__(history_len, registry_ttl_s, queue_max)
-        self._streams: dict[str, _MemStream] = {}
+        self.stream_ttl_s, self.max_streams = stream_ttl_s, max_streams
+        self._streams: dict[str, _MemStream] = {}  # least recently published first
         self._registry: dict[str, tuple[dict[str, Any], float]] = {}
 
     def _stream(self, stream: str) -> _MemStream:
         if stream not in self._streams:
             self._streams[stream] = _MemStream(deque(maxlen=self.history_len))
         return self._streams[stream]
+
+    def _expire(self) -> None:
+        """Drop the oldest histories past their TTL or beyond max_streams, unless watched or live."""
+        now, gone = time.monotonic(), []
+        for name, st in self._streams.items():
+            if len(self._streams) - len(gone) <= self.max_streams and now - st.published <= self.stream_ttl_s:
+                break  # the rest were published later
+            if not st.subs and name not in self._registry:
+                gone.append(name)
+        for name in gone:
+            del self._streams[name]
 
     async def close(self) -> None:
         for st in self._streams.values():
@@ -255,7 +273,10 @@ class MemoryBus(Bus):
 
     async def publish(self, stream: str, event: Event) -> str:
         event = json.loads(json.dumps(event))  # same isolation and types as over Redis
-        st = self._stream(stream)
+        st = self._streams.pop(stream, None) or _MemStream(deque(maxlen=self.history_len))
+        self._streams[stream] = st  # the most recently published last
+        st.published = time.monotonic()
+        self._expire()
         ms = max(int(time.time() * 1000), st.last[0])
         st.last = (ms, st.last[1] + 1 if ms == st.last[0] else 0)
         eid = f"{st.last[0]}-{st.last[1]}"
@@ -270,6 +291,7 @@ class MemoryBus(Bus):
 
     async def history(self, stream: str, after: str | None = None) -> list[Entry]:
         key = id_key(after or FROM_START)
+        self._expire()
         st = self._streams.get(stream)
         return self._after(st, key) if st else []
 

@@ -115,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          port=args.port, language=args.language, redis_url=args.redis_url or None,
                          redis_prefix=args.redis_prefix, max_frame_bytes=args.max_frame_bytes,
                          idle_timeout_s=args.idle_timeout, history_len=args.history_len, log_level=args.log_level,
+                         history_ttl_s=args.history_ttl, history_streams=args.history_streams,
                          api_keys=tuple(hash_key(k) for k in args.api_keys), token_secret=args.token_secret,
                          allowed_origins=tuple(args.allowed_origins), allow_anonymous=args.allow_anonymous,
                          allowed_hosts=tuple(args.allowed_hosts),
@@ -234,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds without a frame before an ingest socket is closed (default 30)")
     s.add_argument("--history-len", type=int, default=int(env("LIVECAPTIONS_HISTORY_LEN", "5000")),
                    help="events kept per stream for resume and .vtt/.srt (default 5000)")
+    s.add_argument("--history-ttl", type=float, default=float(env("LIVECAPTIONS_HISTORY_TTL", "86400")),
+                   help="seconds a stream's history is kept after its last event (default 86400)")
+    s.add_argument("--history-streams", type=int, default=int(env("LIVECAPTIONS_HISTORY_STREAMS", "1000")),
+                   help="without Redis: streams whose history is kept, the least recently active dropped first "
+                   "(default 1000)")
     s.add_argument("--log-level", default=env("LIVECAPTIONS_LOG_LEVEL", "info"),
                    choices=("critical", "error", "warning", "info", "debug"))
     a = s.add_argument_group("auth (no keys: open, loopback only)")

@@ -33,6 +33,8 @@ class ServeConfig:
     max_frame_bytes: int = 256 * 1024  # per WebSocket message; 100 ms of 48 kHz stereo f32 is 38 400
     idle_timeout_s: float = 30.0  # an ingest socket silent this long is closed (4408)
     history_len: int = 5000  # events kept per stream for resume and .vtt/.srt
+    history_ttl_s: float = 86400.0  # a stream's history is dropped this long after its last event
+    history_streams: int = 1000  # in-process bus: histories kept at most (the least recently published go first)
     registry_ttl_s: float = 15.0  # a stream not heartbeating this long drops off GET /v1/streams
     sse_ping_s: float = 15.0
     log_level: str = "info"
@@ -68,6 +70,9 @@ class ServeConfig:
             raise ValueError(f"max token TTL must be > 0, got {self.max_token_ttl_s}")
         if self.history_len < 10:
             raise ValueError(f"history length must be >= 10, got {self.history_len}")
+        if not self.history_ttl_s > 0 or self.history_streams < 1:
+            raise ValueError(f"history TTL must be > 0 and history streams >= 1, got {self.history_ttl_s} and "
+                             f"{self.history_streams}")
 
     @property
     def loopback_only(self) -> bool:

@@ -158,6 +158,16 @@ async def test_history_is_capped(make_bus: MakeBus) -> None:
         assert [i for i, _ in await take(sub, 6)] == ids[-5:] + [last]
 
 
+async def test_history_expires_after_its_streams_last_event(make_bus: MakeBus) -> None:
+    bus = await make_bus(stream_ttl_s=0.5)
+    await bus.publish("old", ev(0))
+    await asyncio.sleep(0.3)
+    await bus.publish("new", ev(0))
+    assert len(await bus.history("old")) == 1
+    await asyncio.sleep(0.35)  # "old" is 0.65 s past its event, "new" 0.35 s
+    assert await bus.history("old") == [] and len(await bus.history("new")) == 1
+
+
 async def test_malformed_resume_id_is_rejected(make_bus: MakeBus) -> None:
     bus = await make_bus()
     for bad in ("", "abc", "1-2-3", "-1", "1-", " 1"):
@@ -216,6 +226,20 @@ async def test_close_ends_subscriptions(make_bus: MakeBus) -> None:
         await bus.close()
         assert [entry async for entry in sub] == []
     await bus.close()  # idempotent
+
+
+# -- MemoryBus only -----------------------------------------------------------------------------
+
+async def test_memory_bus_keeps_a_bounded_number_of_histories_never_a_watched_one() -> None:
+    bus = MemoryBus(history_len=10, max_streams=5)
+    async with bus.subscribe("watched", after=FROM_START) as sub:
+        await bus.publish("watched", ev(0))
+        for i in range(1000):  # streams opened and closed one after another
+            await bus.publish(f"s{i}", ev(i))
+        kept = [i for i in range(1000) if await bus.history(f"s{i}")]
+        assert kept == [996, 997, 998, 999]
+        assert [e for _, e in await bus.history("watched")] == [ev(0)]
+        assert [e for _, e in await take(sub, 1)] == [ev(0)]
 
 
 # -- Redis only ---------------------------------------------------------------------------------
