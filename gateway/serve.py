@@ -9,8 +9,12 @@ import logging
 import re
 import socket
 
+import asyncio
+
+import h11
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway.app import create_app
 from gateway.config import ServeConfig
@@ -28,6 +32,44 @@ class _Server(uvicorn.Server):
         if gw is not None:
             gw.begin_drain()
         await super().shutdown(sockets)
+
+
+HEADERS_TIMEOUT_S = 5.0  # a connection whose request headers are not all in by then is dropped
+
+
+class HeadersTimeout(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: uvicorn has none, so a client that
+    sends half a request and stops (slowloris) held its connection for ever."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the headers are in
+            self._disarm()
+        elif self._deadline is None:
+            self._arm()  # the first bytes of a keep-alive connection's next request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(HEADERS_TIMEOUT_S, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 log = logging.getLogger("livecaptions.serve")
@@ -58,6 +100,7 @@ def run(config: ServeConfig) -> int:
     app = create_app(config)
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                     ws_max_size=config.ws_max_size,
+                                    http=HeadersTimeout,
                                     ws="websockets-sansio",  # reports a server shutdown to the app as code 1012
                                     lifespan="on", timeout_graceful_shutdown=120), app)
     for name in ("uvicorn.access", "uvicorn.error"):  # the WebSocket lines ("accepted") come on uvicorn.error

@@ -147,3 +147,24 @@ def test_without_keys_only_loopback_host_names_are_served(server):
 
     events, code = asyncio.run(main())
     assert code == 4403 and [e["code"] for e in events] == ["forbidden_host"], events
+
+
+def test_half_sent_requests_are_dropped(server):
+    """A client that sends part of a request's headers and stops (slowloris) is disconnected after
+    HEADERS_TIMEOUT_S; uvicorn alone held such connections for ever."""
+    from gateway.serve import HEADERS_TIMEOUT_S
+
+    async def main() -> list[bytes]:
+        conns = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(30)]
+        for _, writer in conns:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            await writer.drain()
+        await asyncio.sleep(1.0)
+        assert get(server.http + "/healthz")[0] == 200  # the server serves others meanwhile
+        async with asyncio.timeout(HEADERS_TIMEOUT_S + 5):
+            ends = [await reader.read() for reader, _ in conns]  # b"" once the server has closed the connection
+        for _, writer in conns:
+            writer.close()
+        return ends
+
+    assert asyncio.run(main()) == [b""] * 30
