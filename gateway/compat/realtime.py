@@ -532,6 +532,11 @@ class Connection:
                         await self.session.abort()
                     return
                 text = msg.get("text")
+                if text is not None and len(text) > (limit := self.gw.config.max_frame_bytes):
+                    await self.error(f"an event of {len(text)} characters is over the {limit} byte limit "
+                                     "(--max-frame-bytes): send audio in smaller appends", "frame_too_big")
+                    await self.session.abort()
+                    return await _close(self.ws, 1009)
                 if text is None:
                     await self.error("binary frames are not part of this protocol: send input_audio_buffer.append "
                                      "events with base64 audio", "invalid_value")

@@ -193,6 +193,14 @@ async def bad_events(server: Server) -> dict[str, Any]:
     return out
 
 
+async def oversize(server: Server) -> tuple[list[dict], int | None]:
+    """A 600 KB append, over the server's --max-frame-bytes (256 KiB): closed as ingest closes such a frame."""
+    async with connect(f"{server.ws}/v1/realtime?intent=transcription", additional_headers=AUTH) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 600_000}))
+        return await receive_all(ws, timeout=30), ws.close_code
+
+
 async def refused(server: Server, path: str, headers: dict[str, str]) -> tuple[list[dict], int | None]:
     async with connect(server.ws + path, additional_headers=headers) as ws:
         return await receive_all(ws, timeout=30), ws.close_code
@@ -216,7 +224,8 @@ def results(server: Server) -> dict[str, Any]:
                 "wrong intent": await refused(server, "/v1/realtime?intent=conversation", AUTH),
                 "unknown model": await refused(server, "/v1/realtime?intent=transcription&model=nova-3", AUTH),
                 "wrong key": await refused(server, "/v1/realtime?intent=transcription",
-                                           {"Authorization": "Bearer nope"})}
+                                           {"Authorization": "Bearer nope"}),
+                "oversize event": await oversize(server)}
 
     return asyncio.run(main())
 
@@ -290,7 +299,8 @@ def test_bad_event_gets_an_error_and_the_session_goes_on(results, name):
 
 @pytest.mark.parametrize("name, close, code", [("wrong intent", 4400, "invalid_value"),
                                                ("unknown model", 4400, "model_not_found"),
-                                               ("wrong key", 4401, "unauthorized")])
+                                               ("wrong key", 4401, "unauthorized"),
+                                               ("oversize event", 1009, "frame_too_big")])
 def test_refused_connection(results, name, close, code):
     events, got = results[name]
     assert got == close
