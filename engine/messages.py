@@ -38,6 +38,9 @@ class EngineConfig:
             raise ValueError("threads must be >= 0, max_batch >= 1 and trim_pad_s in 0..30")
 
 
+MAX_PROMPT_CHARS = 4096  # a longer prompt is refused: the decoder keeps only its last 223 tokens anyway
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     language: str | None = LANGUAGE_AUTO  # ISO code, or None to detect from the language-token logits
@@ -61,6 +64,9 @@ class DecodeOptions:
             raise ValueError("max_new_tokens must be in 1..448")
         if self.drafts not in DRAFT_SOURCES:
             raise ValueError(f"drafts must be one of {DRAFT_SOURCES}, not {self.drafts!r}")
+        if self.prompt is not None and len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt has {len(self.prompt)} characters, at most {MAX_PROMPT_CHARS} are taken "
+                             "(the model reads only its last 223 tokens)")
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,14 @@ class SlowSubscriber(Exception):
 
 
 def id_key(event_id: str) -> IdKey:
-    """Sort key of an event id ("<ms>-<n>" or "<ms>"); ValueError if malformed."""
+    """Sort key of an event id ("<ms>-<n>" or "<ms>"); ValueError if malformed or beyond Redis's 64-bit parts."""
     m = _ID_RE.fullmatch(event_id)
     if m is None:
         raise ValueError(f"malformed event id {event_id!r}")
-    return int(m[1]), int(m[2] or 0)
+    key = int(m[1]), int(m[2] or 0)
+    if max(key) >= 2 ** 64:
+        raise ValueError(f"event id {event_id!r} is out of range")
+    return key
 
 
 class Subscription:

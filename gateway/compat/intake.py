@@ -104,7 +104,10 @@ def decode_options(engine: Engine, language: str | None, prompt: str | None, tas
     if lang is not None and tokenizer.multilingual and lang not in tokenizer.languages:
         raise ApiError(400, f"unsupported language {lang!r}; use an ISO 639-1 code such as 'en' or 'zh', or 'auto'",
                        param=param, code="unsupported_language")
-    return DecodeOptions(language=lang, task=task, prompt=prompt or None)
+    try:
+        return DecodeOptions(language=lang, task=task, prompt=prompt or None)
+    except ValueError as e:  # the prompt's length
+        raise ApiError(400, str(e), param="prompt", code="invalid_value") from None
 
 
 class Deltas:

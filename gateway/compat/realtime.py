@@ -493,7 +493,11 @@ class Connection:
             raise Invalid("this server runs transcription sessions only: use session.type 'transcription'",
                           "session.type")
         settings = _update(self.settings, session, self.dialect, self.served)
-        if settings.session_config() != self.session.config:
+        try:
+            config = settings.session_config()
+        except ValueError as e:  # e.g. a prompt over the length limit
+            raise Invalid(str(e)) from None
+        if config != self.session.config:
             new = self._new_session(settings)
             old, self.session = self.session, new
             if self.fed:  # its finals still go out, under the old settings; viewers see one stream go on

@@ -131,6 +131,7 @@ def test_refusals_are_errors_the_client_raises(server, client, tmp_path):
         (dict(response_format="srt", stream=True), JFK, openai.BadRequestError, "unsupported_value"),
         (dict(), Path(__file__), openai.BadRequestError, "invalid_audio"),
         (dict(language="xx"), JFK, openai.BadRequestError, "unsupported_language"),
+        (dict(prompt="livecaptions " * 400), JFK, openai.BadRequestError, "invalid_value"),  # 5200 characters
         (dict(), big, openai.APIStatusError, "body_too_large"),
     ]
     for kw, path, error, code in cases:

@@ -167,6 +167,8 @@ BAD: dict[str, tuple[Any, str, str | None]] = {
         "language": "xx"}}}}}, "invalid_value", "session.audio.input.transcription.language"),
     "unknown turn detection": ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
         "type": "push_to_talk"}}}}}, "invalid_value", "session.audio.input.turn_detection.type"),
+    "prompt over the limit": ({"type": "session.update", "session": {"audio": {"input": {"transcription": {
+        "prompt": "livecaptions " * 400}}}}}, "invalid_value", None),
     "conversation session": ({"type": "session.update", "session": {"type": "realtime"}}, "invalid_value",
                              "session.type"),
     "binary frame": (b"\x00\x01", "invalid_value", None),

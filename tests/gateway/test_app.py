@@ -168,3 +168,15 @@ def test_half_sent_requests_are_dropped(server):
         return ends
 
     assert asyncio.run(main()) == [b""] * 30
+
+
+def test_a_resume_id_beyond_the_bus_id_range_is_a_400(server):
+    async def main() -> list[int]:
+        statuses = []
+        for eid in ("18446744073709551616-0", "1-18446744073709551616"):  # 2**64: past Redis stream ids
+            sse = await SSE.open(server.port, "/v1/streams/jfk-1/events", last_event_id=eid)
+            statuses.append(sse.status)
+            await sse.close()
+        return statuses
+
+    assert asyncio.run(main()) == [400, 400]
