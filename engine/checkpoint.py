@@ -31,6 +31,7 @@ class Checkpoint:
     state: dict[str, torch.Tensor] = field(repr=False)
     suppress_ids: tuple[int, ...] = ()  # never generated (non-speech symbols, task tokens)
     suppress_ids_begin: tuple[int, ...] = ()  # not generated as the first token (blank, end of text)
+    alignment_heads: tuple[tuple[int, int], ...] = ()  # (decoder layer, head) whose attention follows the speech
 
 
 def read_ct2_variables(path: Path) -> dict[str, torch.Tensor]:
@@ -127,7 +128,8 @@ def load_ct2(model_dir: Path) -> Checkpoint:
         n_text_ctx=state["decoder.positional_embedding"].shape[0], n_text_state=emb.shape[1],
         n_text_head=int(v["decoder/num_heads"]), n_text_layer=n_dec)
     config = _read_json(model_dir / "config.json")
-    return Checkpoint(dims, state, tuple(config.get("suppress_ids", ())), tuple(config.get("suppress_ids_begin", ())))
+    return Checkpoint(dims, state, tuple(config.get("suppress_ids", ())), tuple(config.get("suppress_ids_begin", ())),
+                      tuple((int(layer), int(head)) for layer, head in config.get("alignment_heads", ())))
 
 
 def hf_names(n_enc: int, n_dec: int) -> dict[str, list[str | None]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from engine.alignment import align, attend, tidy
 from engine.model import CrossKV, KVCache, Whisper, compaction
 from engine.quant import Int8Linear
 from engine.messages import DecodeOptions, DecodeResult
@@ -40,6 +41,7 @@ class _Row:
     ended: bool = False  # emitted <|endoftext|>
     guess: tuple[int, ...] = ()  # the audio head's guess at the whole transcript (engine/mtp.py: CTCHead)
     lookahead: list[int] = field(default_factory=list)  # greedy's picks after the last rejected draft
+    positions: int = 0  # encoder positions of its audio itself, not padding (0: all): word timing reads those
 
     @property
     def cap(self) -> int:
@@ -79,8 +81,9 @@ class GreedyDecoder:
     segments into a Batch and `step` it, letting new segments join between steps."""
 
     def __init__(self, model: Whisper, tokenizer: Tokenizer, suppress: tuple[int, ...], suppress_begin: tuple[int, ...],
-                 heads: MTPHeads | None = None, n_drafts: int | None = None, draft_min_prob: float = 0.0):
-        self.model, self.tok = model, tokenizer
+                 heads: MTPHeads | None = None, n_drafts: int | None = None, draft_min_prob: float = 0.0,
+                 alignment_heads: tuple[tuple[int, int], ...] = ()):
+        self.model, self.tok, self.alignment_heads = model, tokenizer, alignment_heads
         dev = model.decoder.positional_embedding.device
         n_vocab = model.dims.n_vocab
         self.suppress = torch.zeros(n_vocab, dtype=torch.bool, device=dev)
@@ -96,10 +99,11 @@ class GreedyDecoder:
             self.mtp = MTPDrafter(heads, model.decoder.token_embedding, self.suppress, k, int8, draft_min_prob)
 
     @torch.inference_mode()
-    def decode(self, cross: CrossKV, options: list[DecodeOptions], guesses: list[tuple[int, ...]] | None = None) -> list[DecodeResult]:
+    def decode(self, cross: CrossKV, options: list[DecodeOptions], guesses: list[tuple[int, ...]] | None = None,
+               positions: list[int] | None = None) -> list[DecodeResult]:
         """cross: the batch's encoder keys/values (B rows, consumed); options: one per row; guesses: per row, the
-        audio head's guess at its transcript (drafts for "mtp"/"both"), if any."""
-        batch = self.prefill(cross, options, list(range(len(options))), guesses)
+        audio head's guess at its transcript (drafts for "mtp"/"both"), if any; positions: see prefill."""
+        batch = self.prefill(cross, options, list(range(len(options))), guesses, positions)
         done = dict(self.step(batch, draft=False))  # rows that ended at their first token
         while batch.rows:
             done.update(self.step(batch))
@@ -107,14 +111,17 @@ class GreedyDecoder:
 
     @torch.inference_mode()
     def prefill(self, cross: CrossKV, options: list[DecodeOptions], keys: list[object],
-                guesses: list[tuple[int, ...]] | None = None) -> Batch:
+                guesses: list[tuple[int, ...]] | None = None, positions: list[int] | None = None) -> Batch:
         """Start decoding segments (cross: their encoder keys/values, consumed) -> a Batch whose rows carry `keys`
-        and hold their first token. Prefill runs the prompt: with every language known, one forward over
-        [prompt, sot, lang, task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
+        and hold their first token; `positions`: per row, the encoder positions of its audio itself (word timing
+        reads those). Prefill runs the prompt: with every language known, one forward over [prompt, sot, lang,
+        task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
         tok, dec = self.tok, self.model.decoder
         rows = [self._row(k, o) for k, o in zip(keys, options)]
         for r, g in zip(rows, guesses or []):
             r.guess = g
+        for r, n in zip(rows, positions or []):
+            r.positions = n
         # Room for the prompt, the start sequence, the row's token cap and one step's padding (a row's feed is
         # padded to the longest in its batch: 1 + drafts), not for the whole text context: most segments allow
         # far fewer tokens than 448, and on the CPU the cache holds float64.
@@ -145,7 +152,7 @@ class GreedyDecoder:
         """Finished rows leave the batch (-> their (key, result)); then, if any row is left and `draft`, one
         forward feeds each its last token plus drafts and keeps what greedy agrees with (the cache rolls back
         past the rest). Rows may join between steps (Batch.extend): this is the continuous-batching step."""
-        finished = [(r.key, self._result(r)) for r in batch.rows if r.done]
+        finished = [(r.key, self._result(r, batch.cross, i)) for i, r in enumerate(batch.rows) if r.done]
         if finished:
             keep = [i for i, r in enumerate(batch.rows) if not r.done]
             batch.select(keep)
@@ -265,7 +272,7 @@ class GreedyDecoder:
         tail = out[-span:]
         return any(tail[:-p] == tail[p:] for p in range(1, span // 3 + 1))
 
-    def _result(self, r: _Row) -> DecodeResult:
+    def _result(self, r: _Row, cross: CrossKV, row: int) -> DecodeResult:
         if r.opts.prefix:  # it may read the leading audio again after being given its text: drop that reading
             r.out = r.out[self._reread_prefix(r.opts.prefix, r.out):]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
@@ -274,8 +281,20 @@ class GreedyDecoder:
             r.out = _cut_loop(r.out, r.opts.repeat_tokens)
         text = self.tok.decode(r.out)
         n = len(r.out) + r.ended
+        words = self._words(r, [k[row] for k in cross.keys], [v[row] for v in cross.values]) \
+            if r.opts.word_timestamps and r.out else ()
         return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
-                            compression_ratio(text), r.looped, r.forwards, n)
+                            compression_ratio(text), r.looped, r.forwards, n, tuple(words))
+
+    def _words(self, r: _Row, keys: list[Tensor], values: list[Tensor]) -> list:
+        """The row's output words, timed from the alignment heads' attention over its audio (the forced prefix
+        is aligned too, over the audio it was said in, and left out)."""
+        start = [self.tok.sot] + self.tok.sot_sequence(r.language, r.opts.task)
+        text = list(r.opts.prefix) + r.out
+        logits, logp = attend(self.model.decoder, start + text + [self.tok.eot], keys, values, self.alignment_heads)
+        words = align(logits, logp, self.tok, text, len(start) - 1, (0, r.positions or keys[0].shape[1]),
+                      r.language or "en", skip=len(r.opts.prefix))
+        return tidy(words)
 
 
 def _words(text: str) -> list[str]:

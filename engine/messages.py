@@ -56,6 +56,7 @@ class DecodeOptions:
     # text tokens the transcript starts with, forced and not returned: those of audio the segment begins with (a
     # live stream's previous piece, decoded again before the new one, as faster-whisper's `prefix`)
     prefix: tuple[int, ...] = ()
+    word_timestamps: bool = False  # time each word from the cross-attention (engine/alignment.py)
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
@@ -67,6 +68,17 @@ class DecodeOptions:
         if self.prompt is not None and len(self.prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"the prompt has {len(self.prompt)} characters, at most {MAX_PROMPT_CHARS} are taken "
                              "(the model reads only its last 223 tokens)")
+
+
+@dataclass
+class WordTiming:
+    """One word of a transcript and when it was said (engine/alignment.py)."""
+
+    word: str  # with its leading space, as decoded
+    start: float  # seconds from the start of the decoded audio
+    end: float
+    probability: float  # the mean of its tokens' probabilities
+    tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class DecodeResult:
     looped: bool  # the repetition guard cut a loop
     forwards: int  # decoder forward passes this segment took part in (prefill included)
     emitted: int  # tokens the decoder produced (text tokens + end of text)
+    words: tuple[WordTiming, ...] = ()  # with word_timestamps: seconds from the start of the decoded audio
 
     def silent(self, opts: DecodeOptions) -> bool:
         """Whisper's rule: no speech when <|nospeech|> is likely and the text itself is improbable."""

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.audio import HOP_PAD, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
+from engine.alignment import default_heads
+from engine.audio import HOP_LENGTH, HOP_PAD, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
 from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
@@ -74,6 +75,7 @@ class ModelRunner:
         if set(missing) - {"decoder.unembed.weight"}:
             raise ValueError(f"checkpoint {folder} lacks weights: {', '.join(missing)}")
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
+        align_heads = ckpt.alignment_heads or default_heads(ckpt.dims.n_text_layer, ckpt.dims.n_text_head)
         del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
         model.eval()
         if self.compute_type == "int8":
@@ -95,7 +97,7 @@ class ModelRunner:
             if isinstance(heads, CTCHead):  # the audio head guesses from the encoder output, before decoding
                 heads, self.audio_head = None, heads
         self.decoder = GreedyDecoder(self.model, self.tokenizer, suppress, suppress_begin, heads, config.n_drafts,
-                                     config.draft_min_prob)
+                                     config.draft_min_prob, align_heads)
         self.model_name = config.model
 
     @cached_property
@@ -148,7 +150,7 @@ class ModelRunner:
 
     def _run(self, audios: list[np.ndarray], opts: list[DecodeOptions], encoder: str) -> list[DecodeResult]:
         cross, guesses = self.cross(audios, encoder, opts)
-        return self.decoder.decode(cross, opts, guesses)
+        return self.decoder.decode(cross, opts, guesses, [audio_positions(a) for a in audios])
 
     def _frames(self, audio: np.ndarray) -> int:
         """Mel frames a trimmed segment encodes: its audio plus trim_pad_s of silence."""
@@ -214,7 +216,7 @@ class ModelRunner:
         for a in audios:
             check_segment(a)
         cross, guesses = self.cross(audios, encoder or self.config.encoder, options, previews)
-        return self.decoder.prefill(cross, options, keys, guesses)
+        return self.decoder.prefill(cross, options, keys, guesses, [audio_positions(a) for a in audios])
 
     def share_cores(self, workers: int) -> None:
         """Called by each of `workers` threads that run this model at the same time: the calling thread's torch
@@ -233,14 +235,17 @@ class ModelRunner:
         (DecodeResult.silent) lets near-digital silence through as " you" now and then, so audio that never
         reaches SILENCE_PEAK is silence whatever the decoder made of it."""
         silent = r.silent(opts) or np.abs(audio).max() < SILENCE_PEAK
-        return Transcript("" if silent else self.postprocess(r.text, r.language), r)
+        if silent:
+            return Transcript("", replace(r, words=()))
+        words = tuple(replace(w, word=self._script(w.word, r.language)) for w in r.words)
+        return Transcript(self.postprocess(r.text, r.language), replace(r, words=words))
 
     def postprocess(self, text: str, language: str) -> str:
         """The model's text as we return it: stripped, Chinese in the configured script."""
-        text = text.strip()
-        if language == "zh" and self.config.zh_script != "as-is":
-            text = self._opencc.convert(text)
-        return text
+        return self._script(text.strip(), language)
+
+    def _script(self, text: str, language: str) -> str:
+        return self._opencc.convert(text) if language == "zh" and self.config.zh_script != "as-is" else text
 
     def warm_up(self) -> None:
         """One short decode so the first real request does not pay for lazy initialisation."""
@@ -252,6 +257,11 @@ BUCKET = 50  # mel frames (0.5 s): trimmed rows are encoded at their frames roun
 
 def _bucket(frames: int) -> int:
     return min(N_FRAMES, -(-frames // BUCKET) * BUCKET)
+
+
+def audio_positions(audio: np.ndarray) -> int:
+    """Encoder positions (20 ms each) that hold `audio` itself, not the silence padding after it."""
+    return -(-len(audio) // (2 * HOP_LENGTH))
 
 
 def check_segment(audio: np.ndarray) -> None:

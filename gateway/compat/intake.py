@@ -95,8 +95,9 @@ async def decode(gw: Gateway, source: bytes | BinaryIO, param: str, pcm: Pcm | N
 
 
 def decode_options(engine: Engine, language: str | None, prompt: str | None, task: str = "transcribe",
-                   param: str = "language") -> DecodeOptions:
-    """The engine's options for one request; a language the model does not know is a 400."""
+                   param: str = "language", words: bool = False) -> DecodeOptions:
+    """The engine's options for one request (`words`: time each word); a language the model does not know is a
+    400."""
     from engine.messages import DecodeOptions
 
     lang = None if language in (None, "", "auto") else language
@@ -105,7 +106,7 @@ def decode_options(engine: Engine, language: str | None, prompt: str | None, tas
         raise ApiError(400, f"unsupported language {lang!r}; use an ISO 639-1 code such as 'en' or 'zh', or 'auto'",
                        param=param, code="unsupported_language")
     try:
-        return DecodeOptions(language=lang, task=task, prompt=prompt or None)
+        return DecodeOptions(language=lang, task=task, prompt=prompt or None, word_timestamps=words)
     except ValueError as e:  # the prompt's length
         raise ApiError(400, str(e), param="prompt", code="invalid_value") from None
 

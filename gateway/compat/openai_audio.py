@@ -2,7 +2,8 @@
 
 Multipart fields as OpenAI documents them: `file`, `model`, `language` (transcriptions only), `prompt`,
 `response_format` (json | text | verbose_json | srt | vtt), `temperature` (0 only: decoding is greedy),
-`timestamp_granularities[]` (segment; word timestamps are a 400), `stream` (json or text only): server-sent
+`timestamp_granularities[]` (segment, word: verbose_json only; words are timed from the cross-attention,
+engine/alignment.py), `stream` (json or text only): server-sent
 `transcript.text.delta` {type, delta} per decoded window, then `transcript.text.done` {type, text, usage}.
 Unknown fields are ignored, as clients send options we need not act on (`chunking_strategy`: we always cut at
 silence). The model names OpenAI clients send are aliases of the served model (gateway/compat/models.py)."""
@@ -46,6 +47,7 @@ class AudioForm:
     prompt: str | None
     response_format: str
     stream: bool
+    granularities: frozenset[str] = frozenset()  # of timestamp_granularities[]: segment, word
 
     @classmethod
     def parse(cls, form: FormData, task: str, served: str) -> AudioForm:
@@ -67,10 +69,13 @@ class AudioForm:
         if temperature != 0:
             raise ApiError(400, f"only temperature 0 is supported (decoding is greedy), got {temperature:g}",
                            param="temperature", code="unsupported_value")
-        if unsupported := set(form.getlist("timestamp_granularities[]")) - {"segment"}:
-            raise ApiError(400, f"timestamp granularities {', '.join(map(str, sorted(unsupported)))} are not supported; "
-                                "use segment (verbose_json segments carry start and end)",
-                           param="timestamp_granularities", code="unsupported_value")
+        granularities = frozenset(map(str, form.getlist("timestamp_granularities[]")))
+        if unsupported := granularities - {"segment", "word"}:
+            raise ApiError(400, f"timestamp granularities {', '.join(sorted(unsupported))} are not supported; "
+                                "use segment and/or word", param="timestamp_granularities", code="invalid_value")
+        if granularities and fmt != "verbose_json":
+            raise ApiError(400, "timestamp_granularities need response_format verbose_json",
+                           param="timestamp_granularities", code="invalid_value")
         if form.getlist("include[]"):
             raise ApiError(400, "include[] (logprobs) is not supported", param="include", code="unsupported_value")
         stream = (text.get("stream") or "false").lower() in ("true", "1")
@@ -80,7 +85,7 @@ class AudioForm:
         if task == "translate" and text.get("language"):
             raise ApiError(400, "translations take no language: the source language is detected", param="language",
                            code="invalid_value")
-        return cls(model, text.get("language"), text.get("prompt"), fmt, stream)
+        return cls(model, text.get("language"), text.get("prompt"), fmt, stream, granularities)
 
 
 async def transcriptions(request: Request, gw: Gateway) -> Response:
@@ -104,7 +109,7 @@ async def _handle(request: Request, gw: Gateway, task: str) -> Response:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "you must provide a file (an audio file upload)", param="file", code="missing_field")
-        options = decode_options(engine, fields.language, fields.prompt, task)
+        options = decode_options(engine, fields.language, fields.prompt, task, words="word" in fields.granularities)
         audio = await decode(gw, upload.file, "file")
         name = upload.filename or "audio"
     finally:
@@ -116,7 +121,7 @@ async def _handle(request: Request, gw: Gateway, task: str) -> Response:
     async for _ in deltas:
         pass
     result = assemble(name, deltas.pieces, deltas.audio_s, time.perf_counter() - t0, options.language or "en")
-    return _render(result, deltas, fields.response_format, task)
+    return _render(result, deltas, fields, task)
 
 
 async def _events(deltas: Deltas) -> AsyncIterator[dict[str, Any]]:
@@ -129,7 +134,8 @@ async def _events(deltas: Deltas) -> AsyncIterator[dict[str, Any]]:
         yield {"type": "error", "error": ApiError(500, "transcription failed on the server").body()["error"]}
 
 
-def _render(result: FileTranscript, deltas: Deltas, fmt: str, task: str) -> Response:
+def _render(result: FileTranscript, deltas: Deltas, fields: AudioForm, task: str) -> Response:
+    fmt = fields.response_format
     if fmt == "text":
         return PlainTextResponse(result.text + "\n")
     if fmt in ("srt", "vtt"):
@@ -144,8 +150,14 @@ def _render(result: FileTranscript, deltas: Deltas, fmt: str, task: str) -> Resp
                  "avg_logprob": round(p.transcript.result.avg_logprob, 4),
                  "compression_ratio": round(p.transcript.result.compression_ratio, 4),
                  "no_speech_prob": round(p.transcript.result.no_speech_prob, 4)} for i, p in enumerate(spoken)]
-    return JSONResponse({"task": task, "language": name_of(result.language), "duration": round(result.audio_s, 3),
-                         "text": result.text, "segments": segments, "usage": duration})
+    body = {"task": task, "language": name_of(result.language), "duration": round(result.audio_s, 3),
+            "text": result.text}
+    if "word" in fields.granularities:
+        body["words"] = [{"word": w.word.strip(), "start": round(p.start + w.start, 2), "end": round(p.start + w.end, 2)}
+                         for p in spoken for w in p.transcript.result.words if w.word.strip()]
+    if "word" not in fields.granularities or "segment" in fields.granularities:  # word alone: words only, as OpenAI
+        body["segments"] = segments
+    return JSONResponse(body | {"usage": duration})
 
 
 CREATED = 0  # unix time of "creation" in model objects: unknown for a local model, so the epoch
