@@ -10,7 +10,7 @@ segment held no words, an `error` when its decode failed). Nothing but turn.ende
 the segments up to a long enough silence (the stream's `turn_ms`) or a flush: turn.ended follows its last final."""
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 EVENTS_VERSION = 1
@@ -96,6 +96,9 @@ class CaptionFinal:
     language: str  # as given, or as detected for this segment
     no_speech_prob: float
     decode: dict[str, int]  # forwards: decoder passes, tokens: tokens emitted (as in the offline JSON)
+    # only on streams that asked for them (?words=true): [{"word", "start", "end", "probability"}], times in
+    # stream seconds from the cross-attention (engine/alignment.py); absent from the JSON otherwise
+    words: list[dict[str, Any]] | None = field(default=None, metadata={"omit_none": True})
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -187,8 +190,10 @@ EVENT_TYPES: dict[str, type] = {cls.type: cls for cls in (SessionStarted, Speech
 
 
 def to_json(event: Event) -> dict[str, Any]:
-    """The event as a JSON-ready dict: `type` first, then the fields in declaration order."""
-    return {"type": event.type, **asdict(event)}
+    """The event as a JSON-ready dict: `type` first, then the fields in declaration order (an optional field
+    that is None left out)."""
+    omit = {f.name for f in fields(event) if f.metadata.get("omit_none") and getattr(event, f.name) is None}
+    return {"type": event.type, **{k: v for k, v in asdict(event).items() if k not in omit}}
 
 
 def from_json(data: dict[str, Any]) -> Event:

@@ -61,6 +61,7 @@ class ListenParams:
     partials: bool = True
     endpointing_ms: int = SessionConfig.endpoint_ms
     turn_ms: int = SessionConfig.turn_ms
+    words: bool = False
 
     def __post_init__(self) -> None:
         if not STREAM_ID.fullmatch(self.stream):
@@ -78,7 +79,7 @@ class ListenParams:
     @classmethod
     def parse(cls, query: QueryParams, config: ServeConfig) -> ListenParams:
         known = {"stream", "encoding", "sample_rate", "channels", "language", "partials", "endpointing_ms", "turn_ms",
-                 "token"}
+                 "words", "token"}
         if unknown := set(query) - known:
             raise ValueError(f"unknown query parameters: {', '.join(sorted(unknown))}")
         q = query.get
@@ -86,11 +87,12 @@ class ListenParams:
                    sample_rate=_int(q("sample_rate", "16000"), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
                    language=q("language") or config.language, partials=_bool(q("partials", "true"), "partials"),
                    endpointing_ms=_int(q("endpointing_ms", str(SessionConfig.endpoint_ms)), "endpointing_ms"),
-                   turn_ms=_int(q("turn_ms", str(SessionConfig.turn_ms)), "turn_ms"))
+                   turn_ms=_int(q("turn_ms", str(SessionConfig.turn_ms)), "turn_ms"),
+                   words=_bool(q("words", "false"), "words"))
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(language=None if self.language == "auto" else self.language, partials=self.partials,
-                             endpoint_ms=self.endpointing_ms, turn_ms=self.turn_ms)
+                             endpoint_ms=self.endpointing_ms, turn_ms=self.turn_ms, words=self.words)
 
 
 def _int(value: str, name: str) -> int:

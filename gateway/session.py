@@ -98,6 +98,7 @@ class SessionConfig:
     # True: a segment that held no words still gets a caption.final (empty text), for protocols that answer every
     # turn they announced (gateway/compat: a realtime item is completed, a Deepgram turn is final, even if silent)
     empty_finals: bool = False
+    words: bool = False  # True: finals carry their words' times (the engine aligns each final: a few % more)
 
     def __post_init__(self) -> None:
         if self.language is not None and not re.fullmatch(r"[a-z]{2,3}", self.language):
@@ -117,7 +118,8 @@ class SessionConfig:
 
     def decode_options(self) -> DecodeOptions:
         # "both": the previous partial's tokens where they still match, the MTP heads' drafts elsewhere
-        return DecodeOptions(language=self.language, task=self.task, prompt=self.prompt, drafts="both")
+        return DecodeOptions(language=self.language, task=self.task, prompt=self.prompt, drafts="both",
+                             word_timestamps=self.words)
 
 
 @dataclass
@@ -147,6 +149,7 @@ class _Segment:
     tokens: tuple[int, ...] = ()  # the latest partial's tokens: drafts for the next decode
     text: str = ""  # the latest partial's text: `stable` is judged against it
     result: Transcript | Exception | None = None  # its final
+    lead: float = 0.0  # seconds of the previous segment's audio its final's decode began with (_request)
     shown: float = 0.0  # end of the newest partial shown
     # the decode of a pause: (absolute sample it ends at, options, transcript), the final if the segment ends there
     paused: tuple[int, DecodeOptions, Transcript] | None = None
@@ -423,6 +426,8 @@ class CaptionSession:
     async def _decode_partial(self, due: _Due, previous: tuple[int, ...],
                               pause: bool = False) -> tuple[DecodeOptions, Transcript | None]:
         audio, options = self._request(due.segment, due.audio)
+        if not pause:  # a partial's words are never shown
+            options = replace(options, word_timestamps=False)
         # due when the next partial would come, a pause's decode when its endpoint would
         cfg = self._segmenter.config
         slack_ms = cfg.endpoint_ms - cfg.pause_ms if pause else cfg.partial_interval_ms
@@ -444,6 +449,7 @@ class CaptionSession:
             await before.decoded.wait()
         try:
             led, options = self._request(seg.id, audio)
+            seg.lead = (len(led) - len(audio)) / SAMPLE_RATE
             if seg.paused is not None and seg.paused[:2] == (stop, options):
                 seg.result = seg.paused[2]
             else:  # the last partial's tokens are drafts: the verified output is the same, found sooner
@@ -487,7 +493,16 @@ class CaptionSession:
             r = seg.result.result
             await self._send(ev.CaptionFinal, segment=seg.id, text=seg.result.text, start=seg.start, end=seg.end,
                              language=r.language, no_speech_prob=r.no_speech_prob,
-                             decode={"forwards": r.forwards, "tokens": r.emitted})
+                             decode={"forwards": r.forwards, "tokens": r.emitted}, words=self._words(seg))
+
+    def _words(self, seg: _Segment) -> list[dict[str, Any]] | None:
+        """The final's words in stream seconds, if the stream asked for them."""
+        if not self.config.words or not isinstance(seg.result, Transcript):
+            return None
+        at, end = seg.start - seg.lead, float(seg.end)
+        clamp = lambda t: round(min(max(at + t, seg.start), end), 3)  # noqa: E731 (inside the segment)
+        return [{"word": w.word.strip(), "start": clamp(w.start), "end": clamp(w.end),
+                 "probability": round(w.probability, 3)} for w in seg.result.result.words if w.word.strip()]
 
     async def _emit(self, cls: type, **fields: Any) -> None:
         async with self._lock:

@@ -16,7 +16,9 @@ Parameters: `model` (Deepgram's model names and the compatible aliases all mean 
 id viewers watch). Any other Deepgram parameter (`smart_format`, `punctuate`, `diarize`, ...) is accepted and has
 no effect: Whisper punctuates and formats on its own. Refusals before the socket opens are HTTP responses, as
 Deepgram's are: 400 (bad parameters), 409 (stream id busy), 429 (per-key limit), 503 (not ready). Word times in
-`words` are estimates: spread over the segment in proportion to each word's length (the engine times segments)."""
+Final results' `words` are timed from the model's cross-attention (engine/alignment.py); interim results' are
+estimates, spread over the audio heard so far in proportion to each word's length (aligning every interim
+decode would cost the engine more than the preview is worth)."""
 from __future__ import annotations
 
 import asyncio
@@ -131,7 +133,7 @@ class Options:
     def session_config(self) -> SessionConfig:
         endpoint = self.endpointing_ms or SessionConfig.endpoint_ms  # speech_final at this silence, however short
         return SessionConfig(language=self.language, prompt=self.prompt, partials=self.interim_results,
-                             endpoint_ms=endpoint, turn_ms=endpoint, empty_finals=True)
+                             endpoint_ms=endpoint, turn_ms=endpoint, empty_finals=True, words=True)
 
 
 def wav_header(data: bytes) -> tuple[str, int, int, int] | None:
@@ -162,17 +164,18 @@ def wav_header(data: bytes) -> tuple[str, int, int, int] | None:
     return None
 
 
-def _words(text: str, start: float, end: float) -> list[dict[str, Any]]:
-    """The transcript's words with times spread over [start, end] by length (estimates: see the module doc)."""
-    words = text.split()
-    total = sum(len(w) for w in words) or 1
-    out, t = [], start
-    for w in words:
-        span = (end - start) * len(w) / total
-        out.append({"word": w.strip(".,!?;:\"'()").lower() or w, "start": round(t, 3), "end": round(t + span, 3),
-                    "confidence": 1.0, "punctuated_word": w})
-        t += span
-    return out
+def _words(text: str, start: float, end: float, timed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Deepgram's words of a transcript: those of `timed` (a final's, aligned), else its words with times spread
+    over [start, end] by length (an interim's estimates: see the module doc)."""
+    if timed is None:
+        words, total = text.split(), sum(len(w) for w in text.split()) or 1
+        timed, t = [], start
+        for w in words:
+            span = (end - start) * len(w) / total
+            timed.append({"word": w, "start": t, "end": t + span, "probability": 1.0})
+            t += span
+    return [{"word": w["word"].strip(".,!?;:\"'()").lower() or w["word"], "start": round(w["start"], 3),
+             "end": round(w["end"], 3), "confidence": w["probability"], "punctuated_word": w["word"]} for w in timed]
 
 
 class Connection:
@@ -206,11 +209,11 @@ class Connection:
                 self.client_gone = True
 
     def _results(self, text: str, start: float, end: float, final: bool, speech_final: bool, from_finalize: bool,
-                 confidence: float) -> dict[str, Any]:
+                 confidence: float, words: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"type": "Results", "channel_index": [0, 1], "duration": round(end - start, 3), "start": start,
                 "is_final": final, "speech_final": speech_final, "from_finalize": from_finalize,
                 "channel": {"alternatives": [{"transcript": text, "confidence": confidence,
-                                              "words": _words(text, start, end)}]},
+                                              "words": _words(text, start, end, words)}]},
                 "metadata": {"request_id": self.request_id, "model_uuid": self.model_uuid,
                              "model_info": self._model_info()}}
 
@@ -235,13 +238,13 @@ class Connection:
             self.finalizing.discard(event.segment)
             speech_final = self.options.endpointing_ms is not None and not finalized
             await self.send(self._results(event.text, event.start, event.end, True, speech_final, finalized,
-                                          round(1.0 - event.no_speech_prob, 3)))
+                                          round(1.0 - event.no_speech_prob, 3), event.words))
             # Finals come after their segment ended, maybe after later speech began: the gap to the next
             # segment's start, not the audio clock, says whether this was the utterance's last word.
             if self.options.utterance_end_ms and event.text:
                 due, later = event.end + self.options.utterance_end_ms / 1000, self.latest_start > event.start
                 if not later or self.latest_start >= due:
-                    self.utterance_end = (due, event.end)
+                    self.utterance_end = (due, event.words[-1]["end"] if event.words else event.end)
                     await self._utterance_end_due(due if later else self.session.clock)
         elif isinstance(event, ev.Error) and event.segment is not None:
             await self.send({"type": "Error", "variant": "TranscriptionError", "description": event.message,

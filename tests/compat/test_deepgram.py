@@ -143,11 +143,15 @@ def test_sdk_live_client_gets_interim_and_final_results(results):
         assert m["channel_index"] == [0, 1] and m["duration"] > 0 and m["start"] >= 0
         assert [w["punctuated_word"] for w in alternative["words"]] == alternative["transcript"].split()
         assert m["metadata"]["model_info"]["name"] == "nova-3"
+    for m in finals:  # timed from the cross-attention: in order, inside the result, not overlapping
+        words = m["channel"]["alternatives"][0]["words"]
+        assert all(m["start"] <= w["start"] <= w["end"] <= m["start"] + m["duration"] + 1e-3 for w in words), words
+        assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:])) and all(0 < w["confidence"] <= 1 for w in words)
     # UtteranceEnd after the clip's last final: 2 s of silence is more than utterance_end_ms
     last_final = max(i for i, m in enumerate(messages) if m["type"] == "Results" and m["is_final"])
     assert "UtteranceEnd" in kinds[last_final:]
     end = messages[kinds.index("UtteranceEnd", last_final)]
-    assert abs(end["last_word_end"] - (finals[-1]["start"] + finals[-1]["duration"])) < 0.01
+    assert end["last_word_end"] == finals[-1]["channel"]["alternatives"][0]["words"][-1]["end"]
     metadata = messages[-1]
     assert metadata["duration"] == pytest.approx(13.0, abs=0.01) and metadata["channels"] == 1
     assert metadata["sha256"] == hashlib.sha256(results["pcm"]).hexdigest()

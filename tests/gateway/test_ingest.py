@@ -32,6 +32,7 @@ BAD = {
     "unknown encoding": ("encoding=mp3", [], 4400, "bad_request"),
     "unknown language": ("language=xx", [], 4400, "bad_request"),
     "unknown parameter": ("rate=16000", [], 4400, "bad_request"),
+    "words not a boolean": ("words=maybe", [], 4400, "bad_request"),
     "turn shorter than the post-roll": ("turn_ms=50", [], 4400, "bad_request"),
     "busy stream id": ("stream=healthy", [], 4409, "stream_busy"),
 }
@@ -82,6 +83,25 @@ def test_bad_input_gets_its_error_event_and_close_code(results, name):
     if close != 4400 and close != 4409:  # refused before a session began: only the error; else the session ends
         assert events[0]["type"] == "session.started" and events[-1]["type"] == "session.ended"
         assert [e["seq"] for e in events] == list(range(len(events)))
+
+
+def test_words_come_with_finals_of_streams_that_ask(server, results):
+    """?words=true: each final carries its words, timed inside it, in order, spelling out its text; a stream that
+    did not ask gets finals without a `words` field."""
+    async def main() -> list[dict]:
+        async with connect(f"{server.ws}/v1/listen?language=en&partials=false&words=true") as ws:
+            await stream_audio(ws, jfk_pcm(), frame_ms=100, speed=10)
+            await ws.send(json.dumps({"type": "close"}))
+            return await receive_all(ws)
+
+    finals = [e for e in asyncio.run(main()) if e["type"] == "caption.final"]
+    assert finals
+    for f in finals:
+        words = f["words"]
+        assert " ".join(w["word"] for w in words) == f["text"]
+        assert all(f["start"] <= w["start"] <= w["end"] <= f["end"] and 0 < w["probability"] <= 1 for w in words)
+        assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert all("words" not in e for e in results["healthy"] if e["type"] == "caption.final")
 
 
 def test_healthy_stream_alongside_is_unaffected(results):
