@@ -38,7 +38,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from gateway.offline import transcribe_file
 
     options = DecodeOptions(language=None if args.language == "auto" else args.language, task=args.task, prompt=args.prompt,
-                            drafts=None if args.drafts == "none" else "mtp")
+                            drafts=None if args.drafts == "none" else "mtp",
+                            word_timestamps=args.word_timestamps or args.subtitles is not None)
     runner = make_runner(args)
     if args.drafts == "mtp" and not runner.has_mtp:  # asked for by name: say why it will not happen
         print(f"note: no MTP heads for model {args.model!r}: decoding one token per step", file=sys.stderr)
@@ -52,6 +53,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             continue
         if args.json:
             print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+        elif args.subtitles:
+            from dataclasses import asdict
+
+            from gateway.subtitles import to_srt, to_vtt
+
+            write = to_srt if args.subtitles == "srt" else to_vtt
+            print(write([asdict(s) for s in result.segments], args.line_chars), end="", flush=True)
         else:
             print(result.text, flush=True)
     return 1 if failed else 0
@@ -196,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
     t.add_argument("--prompt", default=None, help="initial prompt: context or hotwords that bias spelling")
     t.add_argument("--json", action="store_true", help="one JSON object per file on its own line")
+    t.add_argument("--word-timestamps", action="store_true",
+                   help="with --json: each segment's words with their start and end (from the cross-attention)")
+    t.add_argument("--subtitles", choices=("srt", "vtt"), default=None,
+                   help="print subtitles instead of text, cues cut at word times into lines of --line-chars")
+    t.add_argument("--line-chars", type=int, default=42, help="with --subtitles: characters per cue at most (default 42)")
     t.add_argument("--progress", action="store_true", help="progress on stderr even when it is not a terminal")
     t.add_argument("--live", action="store_true",
                    help="play the file (one) as a live stream: partial and final captions as they come, with their lag; "

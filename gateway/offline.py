@@ -40,6 +40,8 @@ class Segment:
     start: float  # seconds from the start of the file
     end: float
     text: str
+    language: str = ""
+    words: list[dict] | None = None  # with word timestamps: [{"word", "start", "end", "probability"}], file seconds
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class FileTranscript:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        for segment in d["segments"]:  # words only where asked for
+            if segment["words"] is None:
+                del segment["words"]
         d["rtf"] = round(self.rtf, 4)
         d["wall_s"] = round(self.wall_s, 3)
         d["audio_s"] = round(self.audio_s, 3)
@@ -159,12 +164,21 @@ def assemble(name: str, got: list[Piece], audio_s: float, wall_s: float, default
         file=name,
         language=max(set(languages), key=languages.count) if languages else default_language,
         text=text,
-        segments=[Segment(p.start, p.end, p.transcript.text) for p in spoken],
+        segments=[Segment(p.start, p.end, p.transcript.text, p.transcript.result.language, words(p)) for p in spoken],
         audio_s=audio_s,
         wall_s=wall_s,
         decode={"forwards": sum(p.transcript.result.forwards for p in got),
                 "tokens": sum(p.transcript.result.emitted for p in got)},
     )
+
+
+def words(piece: Piece) -> list[dict] | None:
+    """A piece's timed words in file seconds, or None when its decode did not time them."""
+    timed = piece.transcript.result.words
+    if not timed:
+        return None
+    return [{"word": w.word.strip(), "start": round(piece.start + w.start, 3), "end": round(piece.start + w.end, 3),
+             "probability": round(w.probability, 3)} for w in timed if w.word.strip()]
 
 
 def transcribe_file(runner: ModelRunner, path: str, options: DecodeOptions, progress: bool = False) -> FileTranscript:

@@ -1,6 +1,10 @@
-"""`GET /v1/streams/{stream}/captions.vtt|.srt`: a stream's finals so far (from the bus history) as subtitles.
+"""`GET /v1/streams/{stream}/captions.vtt|.srt`: a stream's finals so far (from the bus history) as subtitles; and
+the cues of every subtitle this service writes.
 
-Only what the bus still retains (--history-len events per stream, partials included) can be written out."""
+Only what the bus still retains (--history-len events per stream, partials included) can be written out. A final
+or a file's segment that carries timed words is cut into cues of at most LINE_CHARS characters (a readable line;
+a new cue also after a pause of PAUSE_S), each from its first word's start to its last word's end; one without
+words is one cue."""
 from __future__ import annotations
 
 import datetime
@@ -15,6 +19,9 @@ from gateway.config import STREAM_ID
 from gateway.errors import error_response
 from gateway.state import Gateway
 
+LINE_CHARS = 42  # the common subtitle guideline for one line
+PAUSE_S = 1.0
+UNSPACED = ("zh", "ja", "yue", "th", "lo", "my")  # languages written without spaces between words
 MEDIA_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
 
 
@@ -31,16 +38,37 @@ async def subtitles(request: Request) -> Response:
     return Response(body, media_type=MEDIA_TYPES[fmt])
 
 
-def to_vtt(finals: list[Event]) -> str:
-    vtt = webvtt.WebVTT()
+def cues(finals: list[Event], line_chars: int = LINE_CHARS) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each cue: finals (or segments: `start`, `end`, `text`, optional `words` and
+    `language`) cut at word times into lines of at most `line_chars` characters."""
+    out = []
     for e in finals:
-        vtt.captions.append(webvtt.Caption(_clock(e["start"]), _clock(e["end"]), e["text"].strip()))
+        words = e.get("words")
+        if not words:
+            out.append((e["start"], e["end"], e["text"].strip()))
+            continue
+        gap = "" if e.get("language") in UNSPACED else " "
+        line: list[dict] = []
+        for w in words:
+            text = gap.join(x["word"] for x in line + [w])
+            if line and (len(text) > line_chars or w["start"] - line[-1]["end"] > PAUSE_S):
+                out.append((line[0]["start"], line[-1]["end"], gap.join(x["word"] for x in line)))
+                line = []
+            line.append(w)
+        out.append((line[0]["start"], line[-1]["end"], gap.join(x["word"] for x in line)))
+    return out
+
+
+def to_vtt(finals: list[Event], line_chars: int = LINE_CHARS) -> str:
+    vtt = webvtt.WebVTT()
+    for start, end, text in cues(finals, line_chars):
+        vtt.captions.append(webvtt.Caption(_clock(start), _clock(end), text))
     return vtt.content if finals else "WEBVTT\n"
 
 
-def to_srt(finals: list[Event]) -> str:
-    return srt.compose([srt.Subtitle(i, datetime.timedelta(seconds=e["start"]), datetime.timedelta(seconds=e["end"]),
-                                     e["text"].strip()) for i, e in enumerate(finals, 1)])
+def to_srt(finals: list[Event], line_chars: int = LINE_CHARS) -> str:
+    return srt.compose([srt.Subtitle(i, datetime.timedelta(seconds=start), datetime.timedelta(seconds=end), text)
+                        for i, (start, end, text) in enumerate(cues(finals, line_chars), 1)])
 
 
 def _clock(seconds: float) -> str:

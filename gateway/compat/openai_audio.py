@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -24,7 +24,7 @@ from gateway.compat.errors import ApiError
 from gateway.compat.intake import Deltas, decode, decode_options, event_stream, ready_engine
 from gateway.compat.languages import name_of
 from gateway.compat.models import UnknownModel, resolve, served_names
-from gateway.offline import assemble
+from gateway.offline import assemble, words
 from gateway.state import Gateway
 from gateway.subtitles import MEDIA_TYPES, to_srt, to_vtt
 
@@ -109,7 +109,9 @@ async def _handle(request: Request, gw: Gateway, task: str) -> Response:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "you must provide a file (an audio file upload)", param="file", code="missing_field")
-        options = decode_options(engine, fields.language, fields.prompt, task, words="word" in fields.granularities)
+        # subtitles are cut into lines at word times (gateway/subtitles.py)
+        timed = "word" in fields.granularities or fields.response_format in ("srt", "vtt")
+        options = decode_options(engine, fields.language, fields.prompt, task, words=timed)
         audio = await decode(gw, upload.file, "file")
         name = upload.filename or "audio"
     finally:
@@ -139,7 +141,7 @@ def _render(result: FileTranscript, deltas: Deltas, fields: AudioForm, task: str
     if fmt == "text":
         return PlainTextResponse(result.text + "\n")
     if fmt in ("srt", "vtt"):
-        cues = [{"start": s.start, "end": s.end, "text": s.text} for s in result.segments]
+        cues = [asdict(s) for s in result.segments]
         return Response(to_srt(cues) if fmt == "srt" else to_vtt(cues), media_type=MEDIA_TYPES[fmt])
     duration = {"type": "duration", "seconds": round(result.audio_s, 3)}
     if fmt == "json":
@@ -153,8 +155,7 @@ def _render(result: FileTranscript, deltas: Deltas, fields: AudioForm, task: str
     body = {"task": task, "language": name_of(result.language), "duration": round(result.audio_s, 3),
             "text": result.text}
     if "word" in fields.granularities:
-        body["words"] = [{"word": w.word.strip(), "start": round(p.start + w.start, 2), "end": round(p.start + w.end, 2)}
-                         for p in spoken for w in p.transcript.result.words if w.word.strip()]
+        body["words"] = [{k: w[k] for k in ("word", "start", "end")} for p in spoken for w in words(p) or []]
     if "word" not in fields.granularities or "segment" in fields.granularities:  # word alone: words only, as OpenAI
         body["segments"] = segments
     return JSONResponse(body | {"usage": duration})

@@ -106,6 +106,19 @@ def test_srt_and_vtt(client, jfk_text):
     assert " ".join(c.text for c in vtt.captions) == jfk_text
 
 
+def test_a_long_files_cues_are_readable_lines(client):
+    """31 s of read text: cues cut at word times, none over a line (LINE_CHARS), in order, spelling the text."""
+    from gateway.subtitles import LINE_CHARS
+
+    path = SPEECH / "mit-license-read.wav"
+    text = transcribe(client, path, language="en", response_format="json").text
+    vtt = webvtt.from_string(transcribe(client, path, language="en", response_format="vtt"))
+    assert " ".join(c.text for c in vtt.captions) == text
+    assert len(vtt.captions) > 5 and all(len(c.text) <= LINE_CHARS for c in vtt.captions)
+    times = [(c.start_in_seconds, c.end_in_seconds) for c in vtt.captions]
+    assert all(s < e for s, e in times) and all(a[1] <= b[0] for a, b in zip(times, times[1:]))
+
+
 def test_streamed_deltas_add_up_to_the_done_text(client, jfk_text):
     events = list(transcribe(client, model="gpt-4o-mini-transcribe", language="en", stream=True))
     assert [e.type for e in events][-1] == "transcript.text.done"

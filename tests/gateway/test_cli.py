@@ -8,6 +8,7 @@ import wave
 
 import numpy as np
 import pytest
+import srt
 
 from bench.scoring import error_rate
 
@@ -46,6 +47,24 @@ def test_long_file_is_split_at_silence_with_progress(speech):
     assert out["segments"][-1]["end"] > 50
     assert "60/60 s" in p.stderr
     assert "Permission is hereby granted" in out["text"]
+
+
+def test_word_timestamps_and_subtitles_cut_at_words(speech):
+    """A 60 s file in two languages: --word-timestamps gives each segment its words, in order and inside it; and
+    --subtitles cuts cues at word times into lines of at most --line-chars."""
+    mp3 = speech[0].path.parent / "original" / "multilingual.mp3"
+    p = cli("transcribe", "--json", "--word-timestamps", str(mp3))
+    assert p.returncode == 0, p.stderr
+    for seg in json.loads(p.stdout)["segments"]:
+        words = seg["words"]
+        assert " ".join(w["word"] for w in words) == seg["text"]
+        assert all(seg["start"] <= w["start"] <= w["end"] <= seg["end"] for w in words)
+        assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+    p = cli("transcribe", "--subtitles", "srt", "--line-chars", "30", str(mp3))
+    assert p.returncode == 0, p.stderr
+    cues = list(srt.parse(p.stdout))
+    assert len(cues) > 20 and all(len(c.content) <= 30 or " " not in c.content for c in cues)
+    assert all(a.end <= b.start for a, b in zip(cues, cues[1:])) and cues[-1].end.total_seconds() <= 60.5
 
 
 def test_plain_text_output(speech):
