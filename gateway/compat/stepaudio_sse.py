@@ -31,6 +31,7 @@ from gateway.compat.intake import Deltas, Pcm, decode, decode_options, event_str
 from gateway.compat.models import UnknownModel, resolve
 from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES
+from gateway.offline import words
 from gateway.state import Gateway
 
 if TYPE_CHECKING:  # torch: reached through gw.engine only
@@ -134,7 +135,8 @@ async def asr_sse(request: Request, gw: Gateway) -> Response:
     engine = ready_engine(gw)
     # Up to max_body_bytes of JSON and base64: parsed in a thread, like the audio decoding after it.
     req = await asyncio.to_thread(_parse, await request.body(), gw.config.engine.model)
-    options = decode_options(engine, req.language, req.prompt, param="audio.input.transcription.language")
+    options = decode_options(engine, req.language, req.prompt, param="audio.input.transcription.language",
+                             words=req.enable_timestamp)
     audio = await decode(gw, req.data, "audio.data", req.pcm)
     return event_stream(_events(engine, req, options, audio))
 
@@ -152,7 +154,9 @@ async def _events(engine: Engine, req: AsrRequest, options: DecodeOptions,
             event: dict[str, Any] = {"type": "transcript.text.delta", "meta": meta(), "delta": delta}
             if req.enable_timestamp:
                 event.update(item_id=f"item_{session}", content_index=piece.index,
-                             start_time=round(piece.start * 1000), end_time=round(piece.end * 1000))
+                             start_time=round(piece.start * 1000), end_time=round(piece.end * 1000),
+                             words=[{"word": w["word"], "start_time": round(w["start"] * 1000),
+                                     "end_time": round(w["end"] * 1000)} for w in words(piece) or []])
             yield event
         yield {"type": "transcript.text.done", "meta": meta(), "text": deltas.text, "usage": deltas.usage(),
                "audio_seconds": round(deltas.audio_s, 3)}

@@ -133,6 +133,11 @@ def test_a_long_file_streams_a_delta_per_window_before_the_last_is_decoded(serve
     assert [d["content_index"] for d in deltas] == sorted({d["content_index"] for d in deltas})
     assert all(0 <= d["start_time"] < d["end_time"] <= done["audio_seconds"] * 1000 for d in deltas)
     assert len({d["item_id"] for d in deltas}) == 1
+    for d in deltas:  # each window's words, timed inside it and in order, spell its text
+        words = d["words"]
+        assert " ".join(w["word"] for w in words) == d["delta"].strip()
+        assert all(d["start_time"] <= w["start_time"] <= w["end_time"] <= d["end_time"] for w in words)
+        assert all(a["end_time"] <= b["start_time"] for a, b in zip(words, words[1:]))
     # The first window is decoded alone: its delta leaves the server, and reaches us, well before the last window
     # (decoded in a later batch) is done.
     assert deltas[-1]["meta"]["timestamp"] - deltas[0]["meta"]["timestamp"] >= 200
