@@ -74,6 +74,26 @@ class Engine:
         for thread in self._threads:
             thread.start()
 
+    # -- the engine's face for the gateway: what it may know of the model, without reaching into the runner --
+
+    @property
+    def model_name(self) -> str:
+        return self.runner.model_name
+
+    @property
+    def max_batch(self) -> int:
+        return self.runner.config.max_batch
+
+    def check_language(self, language: str | None) -> None:
+        """ValueError unless the model can be told `language` (None: detect; an English-only model takes any)."""
+        tokenizer = self.runner.tokenizer
+        if language is not None and tokenizer.multilingual and language not in tokenizer.languages:
+            raise ValueError(f"unknown language {language!r}; known: {', '.join(tokenizer.languages)}")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as a prompt."""
+        return len(self.runner.tokenizer.encode(" " + text.strip()))
+
     def submit(self, req: Request) -> concurrent.futures.Future:
         """Queue a request from any thread -> a future of its Transcript (or Superseded/Overloaded/Cancelled)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()

@@ -66,7 +66,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_train_mtp(args: argparse.Namespace) -> int:
-    from gateway.train_mtp import run
+    from training.train_mtp import run
 
     args.mtp_heads = "none"  # the base model alone makes the labels
     return run(args, make_runner(args))

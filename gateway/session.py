@@ -249,7 +249,7 @@ class CaptionSession:
         if self._state == "new":
             self._state = "live"
             await self._emit(ev.SessionStarted, sample_rate=SAMPLE_RATE, language=self.config.language or "auto",
-                             model=self.engine.runner.model_name)
+                             model=self.engine.model_name)
 
     async def feed(self, pcm: np.ndarray) -> None:
         """Append 16 kHz mono float32 samples in [-1, 1]; emits what they complete before it returns."""
@@ -272,9 +272,7 @@ class CaptionSession:
     @staticmethod
     def _checked(config: SessionConfig, engine: Engine) -> SessionConfig:
         """`config`, if the engine's model knows its language."""
-        tokenizer = engine.runner.tokenizer
-        if config.language is not None and tokenizer.multilingual and config.language not in tokenizer.languages:
-            raise ValueError(f"unknown language {config.language!r}; known: {', '.join(tokenizer.languages)}")
+        engine.check_language(config.language)
         return config
 
     def reconfigure(self, *, language: str | None | object = ..., prompt: str | None | object = ...,

@@ -101,10 +101,11 @@ def decode_options(engine: Engine, language: str | None, prompt: str | None, tas
     from engine.messages import DecodeOptions
 
     lang = None if language in (None, "", "auto") else language
-    tokenizer = engine.runner.tokenizer
-    if lang is not None and tokenizer.multilingual and lang not in tokenizer.languages:
+    try:
+        engine.check_language(lang)
+    except ValueError:
         raise ApiError(400, f"unsupported language {lang!r}; use an ISO 639-1 code such as 'en' or 'zh', or 'auto'",
-                       param=param, code="unsupported_language")
+                       param=param, code="unsupported_language") from None
     try:
         return DecodeOptions(language=lang, task=task, prompt=prompt or None, word_timestamps=words)
     except ValueError as e:  # the prompt's length
@@ -130,7 +131,7 @@ class Deltas:
     async def __aiter__(self) -> AsyncIterator[tuple[Piece, str]]:
         previous = None
         async for piece in pieces(self.audio, self.options, engine_batches(self.engine, self.stream),
-                                  self.engine.runner.config.max_batch):
+                                  self.engine.max_batch):
             self.pieces.append(piece)
             if piece.transcript.text:
                 language = piece.transcript.result.language
@@ -145,7 +146,7 @@ class Deltas:
 
 def usage(engine: Engine, audio_s: float, prompt: str | None, output_tokens: int) -> dict[str, Any]:
     """Token usage as the vendors report it: audio frames and prompt tokens in, text tokens out."""
-    text_tokens = len(engine.runner.tokenizer.encode(" " + prompt.strip())) if prompt else 0
+    text_tokens = engine.count_tokens(prompt) if prompt else 0
     audio_tokens = round(audio_s * AUDIO_TOKENS_PER_S)
     return {"type": "tokens", "input_tokens": audio_tokens + text_tokens,
             "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},

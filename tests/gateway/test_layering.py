@@ -1,8 +1,11 @@
 """The layering the design fixes: importing any gateway module loads no torch (the engine is loaded only when a
-server or command builds one), and vad/ and engine/ never import gateway/."""
+server or command builds one); vad/ and engine/ never import gateway/; nothing that serves imports training/ (only
+the CLI, the composition root, runs it); and the gateway reaches the engine only through the Engine's face, never
+its runner."""
 from __future__ import annotations
 
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,5 +25,22 @@ def test_gateway_imports_no_torch():
 
 def test_engine_and_vad_never_import_gateway():
     offenders = [str(p.relative_to(ROOT)) for pkg in ("engine", "vad") for p in (ROOT / pkg).rglob("*.py")
-                 if "gateway" in "".join(l for l in p.read_text().splitlines() if l.lstrip().startswith(("import ", "from ")))]
+                 if "gateway" in imports(p)]
+    assert offenders == []
+
+
+def imports(path: Path) -> str:
+    return "".join(line for line in path.read_text().splitlines() if line.lstrip().startswith(("import ", "from ")))
+
+
+def test_nothing_that_serves_imports_training():
+    offenders = [str(p.relative_to(ROOT)) for pkg in ("engine", "vad", "gateway") for p in (ROOT / pkg).rglob("*.py")
+                 if "training" in imports(p) and p != ROOT / "gateway" / "cli.py"]
+    assert offenders == []
+
+
+def test_the_gateway_uses_the_engine_through_its_face():
+    """Model name, languages, token counts and batch size come from the Engine (engine/service.py), not its runner."""
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "gateway").rglob("*.py")
+                 if re.search(r"engine\.runner\.\w", p.read_text())]
     assert offenders == []

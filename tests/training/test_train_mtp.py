@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from engine.mtp import CTCHead, load_heads
-from engine.mtp_train import PAD, windows_of
+from training.distill import PAD, windows_of
 
 
 def train(tmp_path, *args: str) -> subprocess.CompletedProcess:

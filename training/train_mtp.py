@@ -25,7 +25,7 @@ SHARD = 64  # utterances per cached shard
 WINDOW = 8  # tokens cached after each anchor: enough for up to 8 heads, so shards serve any --heads <= 8
 # Keep an utterance when the model's greedy choice is the spoken text's token at >= this share of positions. On 96
 # utterances, mean agreement: Piper 0.88, flite 0.84, espeak-ng English 0.80, espeak-ng Mandarin 0.50 (garbled:
-# the model writes other characters). Windows are cut at disagreements anyway (engine/mtp_train.windows_of), so
+# the model writes other characters). Windows are cut at disagreements anyway (training/distill.windows_of), so
 # the filter only keeps prefixes close to what greedy decoding itself would have written.
 MIN_AGREEMENT = 0.75
 # Utterances per labelling pass. Their features do not depend on it (ModelRunner.encode never pads a row to a
@@ -57,7 +57,7 @@ def unflat(d, key: str, lengths: str) -> list[np.ndarray]:
 
 def load_shard(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
     """-> kept utterances, and per utterance made: is it Mandarin, its agreement."""
-    from engine.mtp_train import Utterance
+    from training.distill import Utterance
 
     d = np.load(path)
     parts = zip(unflat(d, "hidden", "n"), unflat(d, "windows", "n"), unflat(d, "audio", "t"))
@@ -72,7 +72,7 @@ def save_audio_shard(path: Path, utts: list, zh: list[bool]) -> None:
 
 
 def load_audio_shard(path: Path) -> tuple[list, list[bool]]:
-    from engine.mtp_train import Transcribed
+    from training.distill import Transcribed
 
     d = np.load(path)
     return [Transcribed(a, t) for a, t in zip(unflat(d, "audio", "t"), unflat(d, "tokens", "n"))], d["zh"].tolist()
@@ -85,7 +85,7 @@ def text_tokens(tokenizer, text: str, language: str) -> list[int]:
 
 def label(runner, batch: list, min_agreement: float) -> tuple[list, list[tuple[str, float]]]:
     """Synthetic utterances -> the kept training Utterances and (language, agreement) of each, in order."""
-    from engine.mtp_train import self_distilled
+    from training.distill import self_distilled
 
     order = sorted(range(len(batch)), key=lambda i: len(batch[i].audio))
     kept, made = [], [("", 0.0)] * len(batch)
@@ -103,7 +103,7 @@ def label(runner, batch: list, min_agreement: float) -> tuple[list, list[tuple[s
 def make_data(args, runner, work: Path, prefix: str, zh_share: float, label_shard) -> None:
     """Synthesise and label the shards `prefix`-NNNNN.npz that are not in `work` yet; label_shard(batch, path)
     labels one shard's utterances, writes it, and returns a progress note."""
-    from gateway.synth import utterances
+    from training.synth import utterances
 
     done = len(sorted(work.glob(f"{prefix}-*.npz"))) * SHARD
     if done >= args.utterances:
@@ -150,7 +150,7 @@ def train_bar(epochs: int):
 
 
 def run_audio(args, runner) -> int:
-    from engine.mtp_train import AudioTrainConfig, greedy_labelled, train_audio_for
+    from training.distill import AudioTrainConfig, greedy_labelled, train_audio_for
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def run_audio(args, runner) -> int:
 
 
 def run_decoder(args, runner) -> int:
-    from engine.mtp_train import TrainConfig, train_for
+    from training.distill import TrainConfig, train_for
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
