@@ -4,7 +4,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000  # Hz: every model input is 16 kHz mono
+from engine.messages import SAMPLE_RATE
+
 N_FFT = 400  # samples: a 25 ms analysis window
 HOP_LENGTH = 160  # samples: a 10 ms frame hop
 CHUNK_LENGTH = 30  # seconds: the window Whisper was trained on

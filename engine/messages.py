@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SAMPLE_RATE = 16000  # Hz: every audio array the engine takes is 16 kHz mono float32
 DRAFT_SOURCES = ("mtp", "previous", "both", None)
 LANGUAGE_AUTO = None
 

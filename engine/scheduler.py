@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from engine.messages import DecodeOptions
+from engine.messages import SAMPLE_RATE, DecodeOptions
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +115,7 @@ class Scheduler:
             ready = [i for i, r in self.partials.items() if r.pause or partials]
             chosen, audio_s = [], 0.0
             for i in sorted(ready, key=lambda i: (self.due[i], not self.partials[i].pause)):
-                seconds = len(self.partials[i].audio) / 16000
+                seconds = len(self.partials[i].audio) / SAMPLE_RATE
                 if len(chosen) >= max_batch or (chosen and audio_s + seconds > budget_s):
                     break
                 chosen.append(i)

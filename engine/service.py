@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from engine.decoding import Batch
-from engine.messages import DecodeOptions, Transcript
+from engine.messages import SAMPLE_RATE, DecodeOptions, Transcript
 from engine.preview import Preview
 from engine.runner import ModelRunner
 from engine.scheduler import Cancelled, Request, Scheduler
@@ -307,7 +307,7 @@ class Engine:
     def _record(self, admitted: list[_Running], seconds: float) -> None:
         s, size = self.stats, len(self._in_flight())
         self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
-                             audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / 16000,
+                             audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / SAMPLE_RATE,
                              encode_s=s.encode_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
 
 

@@ -21,7 +21,7 @@ from gateway import events as ev
 from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
 from gateway.errors import parse_json
 from gateway.limits import LimitError
-from gateway.media import PCM_DTYPES, AudioError, decode_pcm
+from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
 
@@ -55,7 +55,7 @@ class ListenParams:
 
     stream: str
     encoding: str = "pcm_s16le"
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     language: str = "auto"
     partials: bool = True
@@ -84,7 +84,7 @@ class ListenParams:
             raise ValueError(f"unknown query parameters: {', '.join(sorted(unknown))}")
         q = query.get
         return cls(stream=q("stream") or uuid.uuid4().hex[:12], encoding=q("encoding", "pcm_s16le"),
-                   sample_rate=_int(q("sample_rate", "16000"), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
+                   sample_rate=_int(q("sample_rate", str(SAMPLE_RATE)), "sample_rate"), channels=_int(q("channels", "1"), "channels"),
                    language=q("language") or config.language, partials=_bool(q("partials", "true"), "partials"),
                    endpointing_ms=_int(q("endpointing_ms", str(SessionConfig.endpoint_ms)), "endpointing_ms"),
                    turn_ms=_int(q("turn_ms", str(SessionConfig.turn_ms)), "turn_ms"),

@@ -10,7 +10,8 @@ from typing import BinaryIO
 import numpy as np
 import soxr
 
-SAMPLE_RATE = 16000  # Hz: what the engine takes
+from engine.messages import SAMPLE_RATE  # the engine's rate (torch-free), what all audio is converted to
+
 PCM_DTYPES = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
 TRUNCATED_S = 1.0  # decoded audio this much (and 10 %) shorter than the container declares: a cut-off upload
 

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gateway.media import decode_file, resample
+from gateway.media import SAMPLE_RATE, decode_file, resample
 
 EN_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us+f2", "en-us+m3", "en-gb+f3",
              "en-us+f4", "en-gb-x-gbclan+m2", "en-us+klatt2", "en-gb-x-gbcwmd")
@@ -153,7 +153,7 @@ def speak(text: str, voice: str, speed: float, pitch: int) -> np.ndarray:
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random level (-26..-6 dBFS peak), lead/trail silence, and white or brown noise at 10-40 dB SNR."""
     audio = audio / max(1e-6, float(np.abs(audio).max())) * 10 ** (rng.uniform(-26, -6) / 20)
-    pad = [np.zeros(int(rng.uniform(0.1, 0.6) * 16000), np.float32) for _ in range(2)]
+    pad = [np.zeros(int(rng.uniform(0.1, 0.6) * SAMPLE_RATE), np.float32) for _ in range(2)]
     audio = np.concatenate([pad[0], audio, pad[1]])
     noise = rng.standard_normal(len(audio)).astype(np.float32)
     if rng.random() < 0.5:  # brown: integrated white noise, DC removed
@@ -171,7 +171,7 @@ def make(i: int, seed: int, en: list[str], zh: list[str], en_voices: list[str], 
         text, voice, lang = "".join(pick.sample(zh, k=pick.choice((1, 1, 2)))), "espeak:" + pick.choice(ZH_VOICES), "zh"
     else:
         text, voice, lang = " ".join(pick.sample(en, k=pick.choice((1, 1, 2)))), pick.choice(en_voices), "en"
-    audio = speak(text, voice, pick.uniform(0.75, 1.25), pick.randint(25, 75))[: 28 * 16000]
+    audio = speak(text, voice, pick.uniform(0.75, 1.25), pick.randint(25, 75))[: 28 * SAMPLE_RATE]
     return Utterance(text, lang, voice, augment(audio, rng))
 
 

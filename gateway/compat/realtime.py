@@ -43,7 +43,7 @@ from gateway.compat.models import resolve
 from gateway.compat.relay import Live, Refused, Relay, admitted, iso_language
 from gateway.config import STREAM_ID
 from gateway.errors import parse_json
-from gateway.media import PCM_DTYPES, AudioError, decode_pcm
+from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.offline import separator
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
@@ -231,7 +231,7 @@ class OpenAI(Dialect):
 
 class StepFun(Dialect):
     name = "stepfun"
-    default_format = AudioFormat(rate=16000)
+    default_format = AudioFormat(rate=SAMPLE_RATE)
 
     def parse_format(self, fmt: dict[str, Any], current: AudioFormat) -> AudioFormat:
         p = "session.audio.input.format"
@@ -464,7 +464,7 @@ class Connection:
                 pcm = decode_pcm(data[:whole], fmt.encoding, fmt.rate, fmt.channels)
             except AudioError as e:
                 raise Invalid(str(e), "audio") from None
-            self.buffered_s += len(pcm) / 16000
+            self.buffered_s += len(pcm) / SAMPLE_RATE
             self.fed = True
             await self.session.feed(pcm)
 
