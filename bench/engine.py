@@ -42,7 +42,7 @@ import numpy as np
 import psutil
 
 from bench.machine import describe
-from bench.scoring import Clip, clips, error_rate
+from support.speech import Clip, clips, error_rate
 
 Transcribe = Callable[[np.ndarray, list[np.ndarray], str], str]  # (whole clip, its <= 30 s pieces, language) -> text
 PEERS = ("ct2-int8", "ct2-float32", "fw-int8")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.machine import describe
-from bench.scoring import clips
+from support.speech import clips
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from engine.messages import DecodeOptions
 from engine.runner import ModelRunner

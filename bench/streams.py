@@ -19,7 +19,7 @@ its end. Per utterance (those whose last word ends >= 1.5 s before the end of th
   first word       receipt of its first caption, partial or final - (t0 + its speech start).
   turn latency     receipt of its turn.ended (the last, if a pause split it) - (t0 + its last word): the turn's
                    silence (the server's 700 ms) and whatever its finals still needed.
-  WER / CER        its finals joined with spaces vs the clip's reference; corpus en WER and zh CER (bench.scoring)
+  WER / CER        its finals joined with spaces vs the clip's reference; corpus en WER and zh CER (support.speech)
                    over all utterances of all streams, one without a final counting as all deletions.
 
 and per event: partial latency, receipt of caption.partial - (t0 + its end, how far into the segment the preview
@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
-from bench.scoring import SPEECH, Clip, clips, error_rate  # noqa: E402
+from support.speech import SPEECH, Clip, clips, error_rate  # noqa: E402
 
 RATE = 16000  # Hz, s16le mono on the wire
 GROWTH_S = 1.0  # lag growth over a run beyond which a stream did not keep real time
@@ -362,7 +362,7 @@ def live_table(rows: list[dict]) -> str:
 
 def live(args: argparse.Namespace, counts: list[int]) -> None:
     from gateway.media import decode_file
-    from tests.gateway.servers import Server
+    from support.server import Server
 
     references = clips(SPEECH)
     clip_audio = [decode_file(c.path) for c in references]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 import numpy as np  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
-from bench.scoring import SPEECH, clips  # noqa: E402
+from support.speech import SPEECH, clips  # noqa: E402
 
 MAX_S = 30.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scoring import Clip, clips
+from support.speech import Clip, clips
 
 
 @pytest.fixture(scope="session")

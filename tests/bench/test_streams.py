@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.scoring import SPEECH, clips
+from support.speech import SPEECH, clips
 from bench.streams import FINAL, PARTIAL, RATE, TURN, Heard, StreamResult, Utterance, follow, program, speech_span
 
 ROOT = Path(__file__).resolve().parents[2]

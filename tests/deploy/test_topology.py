@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.scoring import SPEECH, clips, error_rate
+from support.speech import SPEECH, clips, error_rate
 from gateway.media import decode_file
 from tests.deploy.proxy import Nginx
 from tests.gateway.servers import SSE, Server, get, pcm16

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from engine.decoding import GreedyDecoder, _cut_loop, _reread
 from engine.messages import DecodeOptions
 from tests.conftest import load_clip

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from engine.messages import DecodeOptions
 from engine.models import resolve

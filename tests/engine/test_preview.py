@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from engine.audio import HOP_LENGTH, SAMPLE_RATE
 from engine.messages import DecodeOptions
 from engine.preview import MARGIN_S, Preview

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from tests.gateway.servers import LIVECAPTIONS, Server, jfk_pcm, receive_all, serving, stream_audio
 
 pytestmark = pytest.mark.timeout(300)

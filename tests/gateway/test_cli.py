@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import srt
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

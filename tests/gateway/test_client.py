@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from gateway import events as ev
 from gateway.client import ListenError, file_source, listen, listen_url
 from tests.gateway.servers import JFK, LIVECAPTIONS, Server, serving

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from tests.gateway.servers import Server, jfk_pcm, receive_all, serving, stream_audio
 
 pytestmark = pytest.mark.timeout(300)

@@ -44,3 +44,12 @@ def test_the_gateway_uses_the_engine_through_its_face():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "gateway").rglob("*.py")
                  if re.search(r"engine\.runner\.\w", p.read_text())]
     assert offenders == []
+
+
+def test_tests_and_benchmarks_share_support_not_each_other():
+    """tests/ and bench/ both use support/; bench never imports tests, and only tests/bench (which tests the
+    benchmarks) imports bench."""
+    bench = [str(p.relative_to(ROOT)) for p in (ROOT / "bench").rglob("*.py") if re.search(r"\btests\b", imports(p))]
+    tests = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+             if re.search(r"\bbench\b", imports(p)) and (ROOT / "tests" / "bench") not in p.parents]
+    assert bench == [] and tests == []

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from gateway import events as ev
 from gateway.printer import Printer
 

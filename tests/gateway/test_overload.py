@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from gateway.session import SessionConfig
 from tests.gateway.servers import get, jfk_pcm, receive_all, serving, stream_audio
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from engine.messages import DecodeOptions
 from engine.service import Engine
 from gateway import events as ev

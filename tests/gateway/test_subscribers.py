@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import connect
 
-from bench.scoring import error_rate
+from support.speech import error_rate
 from tests.gateway.servers import SSE, Server, get, jfk_pcm, receive_all, serving, stream_audio
 
 pytestmark = pytest.mark.timeout(300)

@@ -267,7 +267,7 @@ def test_a_pause_announces_the_audio_its_segment_will_end_with(spliced):
 
 def test_no_partial_comes_due_in_a_pause():
     """JFK pauses 1.16 s after "Americans" (about 2.1-3.3 s): a preview there would add no speech."""
-    from bench.scoring import SPEECH
+    from support.speech import SPEECH
     from gateway.media import decode_file
 
     config = SegmenterConfig(endpoint_ms=1250)  # the session's endpoint: the pause stays inside the segment

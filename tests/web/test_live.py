@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.scoring import clips, error_rate
+from support.speech import clips, error_rate
 from tests.gateway.servers import Server
 from tests.web.conftest import fake_mic
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.scoring import clips
+from support.speech import clips
 from gateway.media import decode_file
 from tests.gateway.conftest import private_redis  # noqa: F401 (fixture)
 from tests.gateway.servers import Server, pcm16

@@ -5,7 +5,7 @@ import re
 
 from urllib.parse import parse_qs, urlsplit
 
-from bench.scoring import SPEECH
+from support.speech import SPEECH
 from gateway.auth import hash_key
 from tests.gateway.servers import get, serving
 from tests.web.conftest import fake_mic

@@ -17,7 +17,7 @@ import pytest
 import soundfile
 from websockets.asyncio.client import connect
 
-from bench.scoring import SPEECH, error_rate
+from support.speech import SPEECH, error_rate
 from gateway.compat.itn import spoken
 from gateway.media import decode_file
 from gateway.offline import transcribe_file

@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.scoring import clips, error_rate
+from support.speech import clips, error_rate
 from gateway.media import decode_file
 from tests.gateway.servers import JFK, Server, get, pcm16, receive_all, serving
 

@@ -15,7 +15,7 @@ import soundfile as sf
 import srt
 import webvtt
 
-from bench.scoring import SPEECH, error_rate
+from support.speech import SPEECH, error_rate
 from gateway.media import decode_file
 from gateway.offline import transcribe_file
 from tests.gateway.servers import Server, serving

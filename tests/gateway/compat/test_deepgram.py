@@ -18,7 +18,7 @@ from deepgram.environment import DeepgramClientEnvironment
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bench.scoring import SPEECH, clips, error_rate
+from support.speech import SPEECH, clips, error_rate
 from tests.gateway.servers import Server, get, jfk_pcm, receive_all, serving
 
 with warnings.catch_warnings():  # the SDK imports websockets' deprecated InvalidStatusCode alias: its own business
