@@ -35,20 +35,52 @@ class Int8Linear(nn.Module):
         super().__init__()
         w = linear.weight.detach().float()
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.wide = w.shape[0] >= WIDE
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(w.shape[0])
+        self.register_buffer("bias", bias)
         if self.wide:
             w = torch.cat([w, torch.zeros(w.shape[0], SENTINELS)], dim=1)
-            with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, still in 2.13
-                warnings.simplefilter("ignore", UserWarning)
-                qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
-                self._packed = torch.ops.quantized.linear_prepack(qw, None)
-            self.register_buffer("sentinels", torch.tensor([1.0, -1.0] + [0.0] * (SENTINELS - 2)), persistent=False)
+            self._pack(torch.round(w / scale[:, None]).to(torch.int8), scale)
         else:  # (in, out) column-major, the layout _int_mm reads fastest here
-            self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t(), persistent=False)
-            self.register_buffer("scale", scale, persistent=False)
-        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(w.shape[0])
-        self.register_buffer("bias", bias, persistent=False)
+            self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t())
+            self.register_buffer("scale", scale)
+
+    @classmethod
+    def shell(cls, linear: nn.Linear) -> Int8Linear:
+        """An Int8Linear of `linear`'s shape, its buffers allocated but not computed: load_state_dict fills them
+        (a prepared model, engine/prepared.py)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.wide = linear.out_features >= WIDE
+        self.register_buffer("bias", torch.empty(linear.out_features))
+        if not self.wide:
+            self.register_buffer("weight_t", torch.empty(linear.out_features, linear.in_features, dtype=torch.int8).t())
+            self.register_buffer("scale", torch.empty(linear.out_features))
+        return self
+
+    def _pack(self, q: Tensor, scale: Tensor) -> None:
+        """fbgemm's packed weights from int8 values (out, in + SENTINELS) and per-channel scales."""
+        with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, still in 2.13
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
+            self._packed = torch.ops.quantized.linear_prepack(qw, None)
+        self.register_buffer("sentinels", torch.tensor([1.0, -1.0] + [0.0] * (SENTINELS - 2)), persistent=False)
+
+    # The packed weights are no tensor: the state holds their int8 values and scales (engine/prepared.py caches it).
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.wide:
+            qw, _ = torch.ops.quantized.linear_unpack(self._packed)
+            destination[prefix + "weight_q"], destination[prefix + "weight_scale"] = qw.int_repr(), \
+                qw.q_per_channel_scales().float()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        if self.wide and prefix + "weight_q" in state_dict:
+            self._pack(state_dict[prefix + "weight_q"], state_dict[prefix + "weight_scale"])
+        extra = {prefix + "weight_q", prefix + "weight_scale"}
+        super()._load_from_state_dict({k: v for k, v in state_dict.items() if k not in extra}, prefix, *args)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -73,10 +105,11 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Swap every nn.Linear of `model` for an Int8Linear, in place (the tied unembedding gets its own copy)."""
+def quantize_int8(model: nn.Module, shells: bool = False) -> nn.Module:
+    """Swap every nn.Linear of `model` for an Int8Linear, in place (the tied unembedding gets its own copy);
+    `shells`: empty ones of the same shapes, for a prepared model's state."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, Int8Linear.shell(child) if shells else Int8Linear(child))
     return model

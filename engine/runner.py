@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import prepared
 from engine.alignment import default_heads
 from engine.audio import HOP_LENGTH, HOP_PAD, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.checkpoint import load_checkpoint
 from engine.decoding import Batch, GreedyDecoder
 from engine.messages import DecodeOptions, DecodeResult, EngineConfig, Transcript
-from engine.model import CrossKV, Whisper, uninitialised
+from engine.model import CrossKV, ModelDimensions, Whisper, uninitialised
 from engine.models import resolve
 from engine.mtp import CTCHead, find_heads, load_heads
 from engine.preview import Preview, preview_cross
@@ -65,23 +66,32 @@ class ModelRunner:
             torch.set_num_threads(config.threads)
         self._cores = torch.get_num_threads()  # intra-op threads of the thread that loaded the model
         folder = resolve(config.model)
-        ckpt = load_checkpoint(folder)
         # float64 self-attention on the CPU: exact, so drafts and batching never change a token (engine/model.py)
         exact = self.device.type == "cpu" and self.compute_type in ("int8", "float32")
-        with uninitialised():  # every weight comes from the checkpoint
-            model = Whisper(ckpt.dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_attention(
-                self.device, self.compute_type, config.audio_attention))
-        missing = model.load_state_dict(ckpt.state, strict=False).missing_keys  # unembed is tied to the embedding
-        if set(missing) - {"decoder.unembed.weight"}:
-            raise ValueError(f"checkpoint {folder} lacks weights: {', '.join(missing)}")
+        audio_dtype = audio_attention(self.device, self.compute_type, config.audio_attention)
+
+        def build(dims: ModelDimensions) -> Whisper:
+            with uninitialised():  # every weight comes from the checkpoint
+                return Whisper(dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_dtype)
+
+        int8 = self.compute_type == "int8"
+        loaded = prepared.load(prepared.prepared_path(folder), build) if int8 else None
+        if loaded is not None:  # quantised on an earlier start (engine/prepared.py)
+            model, ckpt = loaded
+        else:
+            ckpt = load_checkpoint(folder)
+            model = build(ckpt.dims)
+            missing = model.load_state_dict(ckpt.state, strict=False).missing_keys  # unembed: tied to the embedding
+            if set(missing) - {"decoder.unembed.weight"}:
+                raise ValueError(f"checkpoint {folder} lacks weights: {', '.join(missing)}")
+            ckpt = replace(ckpt, state={})  # its float32 copy of every weight must not outlive loading (peak RSS)
+            if int8:
+                prepared.save(prepared.prepared_path(folder), quantize_int8(model), ckpt)
+            elif self.compute_type != "float32":
+                model = model.to(getattr(torch, self.compute_type))
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin
         align_heads = ckpt.alignment_heads or default_heads(ckpt.dims.n_text_layer, ckpt.dims.n_text_head)
-        del ckpt  # the checkpoint's float32 copy of every weight must not outlive loading (peak RSS)
         model.eval()
-        if self.compute_type == "int8":
-            model = quantize_int8(model)
-        elif self.compute_type != "float32":
-            model = model.to(getattr(torch, self.compute_type))
         self.model = model.to(self.device)
         self.dtype = torch.float32 if self.compute_type == "int8" else getattr(torch, self.compute_type)
         self.tokenizer = Tokenizer.from_file(folder / "tokenizer.json", multilingual=model.is_multilingual)

@@ -132,3 +132,28 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         read_ct2_variables(tmp_path / "model.bin")
     with pytest.raises(CheckpointError, match="neither"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_the_int8_model_is_prepared_once_and_decodes_the_same(tmp_path, speech):
+    """The first start quantises and caches the prepared model beside the checkpoint; the next loads it and gives
+    the same tokens and word times; a damaged cache file is prepared again, never an error."""
+    from engine.messages import EngineConfig
+    from engine.prepared import prepared_path
+    from engine.runner import ModelRunner
+
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json"):
+        (folder / name).symlink_to(resolve("base") / name)
+    jfk = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
+    options = DecodeOptions(language="en", word_timestamps=True)
+
+    def decode() -> tuple:
+        r = ModelRunner(EngineConfig(model=str(folder), device="cpu")).transcribe([jfk], options)[0].result
+        return r.tokens, [(w.word, w.start, w.end) for w in r.words]
+
+    fresh = decode()
+    assert prepared_path(folder).stat().st_size > 0
+    assert decode() == fresh  # from the prepared file
+    prepared_path(folder).write_bytes(b"not a torch file")
+    assert decode() == fresh and prepared_path(folder).stat().st_size > 1000  # prepared again
