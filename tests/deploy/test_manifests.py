@@ -49,6 +49,18 @@ def test_compose_renders_the_nginx_template_the_topology_test_runs():
     assert "redis" in compose["services"]
 
 
+def test_every_nginx_location_passes_the_clients_host_on():
+    """nginx inherits proxy_set_header into a location only when it sets none of its own: then the replicas would
+    see the upstream's name as Host, which their Host and Origin checks refuse (the topology test runs replicas
+    without keys, whose Host check caught it)."""
+    text = TEMPLATE.read_text()
+    server = text[text.index("server {"):]
+    before_locations = server[:server.index("location")]
+    assert "proxy_set_header Host $host;" in before_locations
+    locations = server[server.index("location"):]
+    assert "proxy_set_header" not in locations
+
+
 def test_docker_compose_accepts_compose_yaml():
     client = compose_client()
     if client is None:
