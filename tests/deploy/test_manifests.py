@@ -55,10 +55,9 @@ def test_every_nginx_location_passes_the_clients_host_on():
     without keys, whose Host check caught it)."""
     text = TEMPLATE.read_text()
     server = text[text.index("server {"):]
-    before_locations = server[:server.index("location")]
-    assert "proxy_set_header Host $host;" in before_locations
-    locations = server[server.index("location"):]
-    assert "proxy_set_header" not in locations
+    first = re.search(r"^\s*location ", server, re.MULTILINE).start()
+    assert "proxy_set_header Host $host;" in server[:first]
+    assert "proxy_set_header" not in server[first:]
 
 
 def test_docker_compose_accepts_compose_yaml():
