@@ -3,9 +3,9 @@
     engine = Engine(ModelRunner(EngineConfig()))
     transcript = await engine.transcribe(audio, DecodeOptions(language="en"), stream="s1", final=True)
 
-Continuous batching, as a two-stage pipeline. The encoder worker admits waiting requests (engine/scheduler.py
-decides which: finals first, earliest due first; partials within an audio budget, within their share of the
-engine's time, and only while no final waits or decodes), encodes them (a partial only the audio that is new since its stream's last
+Continuous batching, as a two-stage pipeline. The encoder worker admits what the scheduler picks
+(engine/scheduler.py decides everything about what runs when: finals first, earliest due first, partials within
+their budget and share), encodes them (a partial only the audio that is new since its stream's last
 partial: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
 running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
 verified inside it) and resolves the rows that finished. So a final waits for at most the encode in progress and
@@ -25,15 +25,8 @@ from engine.decoding import Batch
 from engine.messages import SAMPLE_RATE, DecodeOptions, Transcript
 from engine.preview import Preview
 from engine.runner import ModelRunner
-from engine.scheduler import Cancelled, Request, Scheduler
+from engine.scheduler import PARTIAL_SHARE, Cancelled, Request, Scheduler
 
-ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
-# Share of the encoder's time previews (partials, not pauses) may take, as a token bucket: each wall second earns
-# PARTIAL_SHARE seconds of their encoding (saved up to PARTIAL_BURST_S). An idle engine serves every partial; a loaded
-# one slows partials down (the scheduler keeps only each stream's newest) and the time left goes to finals and
-# pauses, so they keep real time longer. (Their decode steps are shared with the rest of the batch: not counted.)
-PARTIAL_SHARE = 0.5
-PARTIAL_BURST_S = 1.0
 MAX_PREVIEWS = 1024  # streams whose growing segment's encoding is kept for their next partial (engine/preview.py)
 
 
@@ -55,12 +48,9 @@ class EngineStats:
 
 class Engine:
     def __init__(self, runner: ModelRunner, max_queue: int = 64, partial_share: float = PARTIAL_SHARE):
-        if not 0 < partial_share <= 1:
-            raise ValueError(f"partial_share must be in (0, 1], not {partial_share}")
-        self.runner, self.partial_share = runner, partial_share
-        self._credit, self._credit_at = PARTIAL_BURST_S, time.perf_counter()  # partial time bucket (seconds)
+        self.runner = runner
         self.stats = EngineStats()
-        self._scheduler = Scheduler(max_queue=max_queue)
+        self._scheduler = Scheduler(max_queue=max_queue, partial_share=partial_share)
         self._futures: dict[int, concurrent.futures.Future] = {}
         self._wake = threading.Condition()
         self._closed = False
@@ -186,19 +176,16 @@ class Engine:
                         return
                     flight = self._in_flight()
                     room = self.runner.config.max_batch - len(flight)
-                    finals = self._scheduler.finals or any(a.request.final for a in flight)
+                    final_busy = any(a.request.final for a in flight)
                     retry, self._retry = self._retry, []
-                    # While a final waits or decodes, no partial joins: each would slow every step of the final's decode.
-                    partials = not finals and self._partial_credit() > 0
-                    taken, shed = self._scheduler.schedule(room, ADMIT_BUDGET_S, partials) if room > 0 else ([], [])
+                    taken, shed = self._scheduler.schedule(room, final_busy) if room > 0 else ([], [])
                     self._drop(shed)
                     admitted = [_Running(i, req, self._futures.pop(i)) for i, req, _ in taken]
                     self._lags(taken)
                     if retry or admitted:
                         break
                     # nothing to take: woken by a request, by room in the batch, or when partial credit is back
-                    waiting = room > 0 and self._scheduler.partials and not finals
-                    self._wake.wait(timeout=max(0.005, -self._credit / self.partial_share) if waiting else None)
+                    self._wake.wait(timeout=self._scheduler.wake_in(final_busy) if room > 0 else None)
                 # False: its caller cancelled it while it was queued
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
@@ -215,8 +202,7 @@ class Engine:
                 self._ready += started
                 if admitted:
                     self._record(admitted, spent)
-                    if not any(a.request.final or a.request.pause for a in admitted):  # previews only
-                        self._credit -= spent
+                    self._scheduler.charge([a.request for a in admitted], spent)
                 self._wake.notify_all()
 
     def _decode_loop(self) -> None:
@@ -264,13 +250,6 @@ class Engine:
                 self._retry += retry  # back to the encoder, ahead of the queue
                 self.stats = replace(self.stats, steps=self.stats.steps + stepped, decode_s=self.stats.decode_s + spent)
                 self._wake.notify_all()
-
-    def _partial_credit(self) -> float:
-        """Seconds of partial work the engine may still start now (refilled by the wall clock)."""
-        now = time.perf_counter()
-        self._credit = min(PARTIAL_BURST_S, self._credit + (now - self._credit_at) * self.partial_share)
-        self._credit_at = now
-        return self._credit
 
     def _preview(self, req: Request) -> Preview | None:
         """The kept encoding of `req`'s stream when it is a preview; a final ends its segment, and so the state."""

@@ -40,11 +40,11 @@ def test_scheduler_policy():
     assert [r.final for _, r, _ in s.schedule(8, budget_s=2.5)[0]] == [True]
     s.schedule(8)
     p5, _ = s.add(Request("s6", a, final=False))  # a pause's decode: the segment ended there, it is the final now
-    assert s.promote("s6") and not s.promote("s6") and ids(s.schedule(1, partials=False)[0]) == [p5]
+    assert s.promote("s6") and not s.promote("s6") and ids(s.schedule(1, final_in_flight=True)[0]) == [p5]
     # earliest due first; a pause before a partial due at the same time; only pauses while partials must wait
     p6, _ = s.add(Request("s7", a, final=False, slack_s=0.25))
     p7, _ = s.add(Request("s8", a, final=False, pause=True, slack_s=0.3))
-    assert ids(s.schedule(8, partials=False)[0]) == [p7]
+    assert ids(s.schedule(8, final_in_flight=True)[0]) == [p7]
     p8, _ = s.add(Request("s9", a, final=False, pause=True, slack_s=0.25))
     p9, _ = s.add(Request("s10", a, final=False, slack_s=0.1))
     assert ids(s.schedule(8)[0]) == [p9, p8, p6]
@@ -55,8 +55,26 @@ def test_scheduler_policy():
     p10, _ = s.add(Request("s13", a, final=False, slack_s=0.25))
     p11, _ = s.add(Request("s14", a, final=False, pause=True, slack_s=0.3))
     now[0] += 0.25 + STALE_S + 0.01
-    taken, shed = s.schedule(8, partials=False)
+    taken, shed = s.schedule(8, final_in_flight=True)
     assert ids(taken) == [p11] and [i for i, _ in shed] == [p10] and isinstance(shed[0][1], Overloaded)
+
+
+def test_partials_spend_credit_that_the_clock_gives_back():
+    now = [0.0]
+    s = Scheduler(partial_share=0.5, clock=lambda: now[0])
+    a = np.zeros(16000, np.float32)
+    p1, _ = s.add(Request("s1", a, final=False))
+    taken, _ = s.schedule(8)
+    s.charge([r for _, r, _ in taken], 2.0)  # previews took 2 s of the encoder: 1 s more than the burst held
+    s.add(Request("s2", a, final=False, slack_s=5.0))  # not stale while it waits
+    assert s.schedule(8)[0] == [] and s.wake_in() == 2.0  # 1 s of credit owed, earned back at 0.5 s per second
+    assert s.wake_in(final_in_flight=True) is None  # a final decoding: partials wait for it, not for credit
+    now[0] = 2.0
+    assert len(s.schedule(8)[0]) == 1
+    s.charge([Request("s3", a, final=False, pause=True)], 5.0)  # pauses may become finals: they cost no credit
+    assert s.credit == 0.0
+    with pytest.raises(ValueError):
+        Scheduler(partial_share=0)
 
 
 def test_concurrent_streams_match_each_alone(runners, speech):
