@@ -17,14 +17,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from gateway.auth import Auth, AuthMiddleware
 from gateway.bus import Bus, MemoryBus, RedisBus
-from gateway.compat import openai_audio, realtime
+from gateway import ingest
+from gateway.compat import deepgram, openai_audio, realtime
 from gateway.compat.intake import Endpoint
 from gateway.compat.stepaudio_sse import asr_sse
 from gateway.config import ServeConfig
-from gateway.ingest import listen
 from gateway.limits import BodyLimitMiddleware, StreamLimits
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.pages import routes as page_routes
@@ -107,6 +108,12 @@ async def metrics(request: Request) -> Response:
 async def streams(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     return JSONResponse({"streams": await gw.bus.live_streams()})
+
+
+async def listen(ws: WebSocket) -> None:
+    """`/v1/listen` speaks two protocols: Deepgram's for its clients (they name a model or Deepgram options),
+    ours otherwise."""
+    await (deepgram.listen if deepgram.requested(ws.query_params) else ingest.listen)(ws)
 
 
 def create_app(config: ServeConfig) -> Starlette:

@@ -11,22 +11,19 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import QueryParams
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import events as ev
 from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
 from gateway.errors import parse_json
-from gateway.limits import LimitError
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
-
-if TYPE_CHECKING:
-    from engine.service import Engine
+from gateway.stream import Outbox, Refused, admitted, close
 
 log = logging.getLogger("livecaptions.ingest")
 
@@ -46,7 +43,6 @@ CLOSE_CODES = {
     4413: ("session_too_long", "the session reached --max-session seconds (finals are delivered first)"),
     4429: ("too_many_streams", "the key already has --max-streams-per-key streams open"),
 }
-HEARTBEAT_FRACTION = 3  # heartbeats per registry TTL: one lost beat does not drop the stream off the list
 
 
 @dataclass(frozen=True)
@@ -110,55 +106,22 @@ def _bool(value: str, name: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-class Outbox:
-    """The session's `emit`: numbers each event on the connection's own sequence (so gateway errors interleave
-    with the session's events without a seq clash), publishes it, then sends it to the client while it is there."""
-
-    def __init__(self, gw: Gateway, ws: WebSocket, stream: str) -> None:
-        self.gw, self.ws, self.stream = gw, ws, stream
-        self.session: CaptionSession | None = None
-        self.client_gone = False
-        self._seq = 0
-        self._lock = asyncio.Lock()  # the session's finals and our errors come from different tasks
-
-    async def emit(self, event: ev.Event) -> None:
-        async with self._lock:
-            lag = self.session.lag(event) if self.session is not None else 0.0
-            event = replace(event, seq=self._seq)
-            self._seq += 1
-            data = ev.to_json(event)
-            await self.gw.bus.publish(self.stream, data)
-            self.gw.metrics.observe(event, lag)
-            if not self.client_gone:
-                try:
-                    await self.ws.send_text(json.dumps(data, ensure_ascii=False))
-                except Exception:  # gone mid-send: subscribers still get the rest from the bus
-                    self.client_gone = True
-
-    async def error(self, code: str, message: str) -> None:
-        await self.emit(ev.Error(stream=self.stream, seq=0, code=code, message=message))
-
-
-async def _reject(ws: WebSocket, stream: str, close: int, message: str) -> None:
+async def _reject(ws: WebSocket, stream: str, code: int, message: str) -> None:
     """Refuse a connection before any session exists: one error event (not published: no stream began), then close."""
-    code = CLOSE_CODES[close][0]
-    await ws.send_text(json.dumps(ev.to_json(ev.Error(stream=stream, seq=0, code=code, message=message))))
-    await ws.close(close, _reason(message))
+    error = ev.Error(stream=stream, seq=0, code=CLOSE_CODES[code][0], message=message)
+    await ws.send_text(json.dumps(ev.to_json(error)))
+    await close(ws, code, message)
 
 
 class _End(Exception):
-    """Ends the connection with `close` after an error event `message` (the session is aborted first)."""
+    """Ends the connection with close code `code` after an error event `message` (the session is aborted first)."""
 
-    def __init__(self, close: int, message: str) -> None:
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.close, self.message = close, message
+        self.code, self.message = code, message
 
 
 async def listen(ws: WebSocket) -> None:
-    from gateway.compat import deepgram  # imports this module (Outbox): not at the top
-
-    if deepgram.requested(ws.query_params):  # a Deepgram client: its own protocol on this socket
-        return await deepgram.listen(ws)
     gw: Gateway = ws.app.state.gateway
     await ws.accept()
     fallback = ws.query_params.get("stream") or uuid.uuid4().hex[:12]
@@ -167,44 +130,21 @@ async def listen(ws: WebSocket) -> None:
         params = ListenParams.parse(ws.query_params, gw.config)
     except ValueError as e:
         return await _reject(ws, fallback, 4400, str(e))
-    if not gw.ready:
-        return await _reject(ws, params.stream, 1013, "draining" if gw.draining else "the model is still loading")
-    engine = gw.engine
-    assert engine is not None
     try:
-        async with gw.limits.stream(ws.state.grant):
-            await _run(gw, ws, params, engine)
-    except LimitError as e:
+        async with admitted(gw, ws, params.stream, {"language": params.language}) as live:
+            engine = gw.engine
+            assert engine is not None  # admitted: the model is loaded
+            outbox = Outbox(gw, ws, params.stream)
+            try:
+                session = CaptionSession(params.stream, engine, params.session_config(), emit=outbox.emit)
+            except ValueError as e:  # e.g. a language this model does not know
+                return await _reject(ws, params.stream, 4400, str(e))
+            outbox.session = session
+            live.attach(session)
+            await session.start()
+            await _pump(gw, ws, session, params, outbox)
+    except Refused as e:
         await _reject(ws, params.stream, e.close_code, e.message)
-
-
-async def _run(gw: Gateway, ws: WebSocket, params: ListenParams, engine: Engine) -> None:
-    live = await gw.bus.live_streams()  # other instances' streams too (a shared Redis)
-    if params.stream in gw.sessions or params.stream in live:
-        return await _reject(ws, params.stream, 4409, f"stream {params.stream!r} is already live")
-    outbox = Outbox(gw, ws, params.stream)
-    try:
-        session = CaptionSession(params.stream, engine, params.session_config(), emit=outbox.emit)
-    except ValueError as e:  # e.g. a language this model does not know
-        return await _reject(ws, params.stream, 4400, str(e))
-    outbox.session = session
-    gw.sessions[params.stream] = session
-    await gw.bus.register(params.stream, {"language": params.language, "started": time.time()})
-    beat = asyncio.create_task(_heartbeat(gw, params.stream))
-    try:
-        await session.start()
-        await _pump(gw, ws, session, params, outbox)
-    finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
-        await gw.bus.unregister(params.stream)
-        gw.session_done(params.stream)
-
-
-async def _heartbeat(gw: Gateway, stream: str) -> None:
-    while True:
-        await asyncio.sleep(gw.config.registry_ttl_s / HEARTBEAT_FRACTION)
-        await gw.bus.heartbeat(stream)
 
 
 async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: ListenParams, outbox: Outbox) -> None:
@@ -218,11 +158,11 @@ async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: Lis
                     msg = await ws.receive()
             except TimeoutError:
                 # Silent or over time, not broken: what it said still deserves its finals.
-                close = 4408 if time.monotonic() < ends else 4413
-                await outbox.error(CLOSE_CODES[close][0], f"no frame for {idle:g} s" if close == 4408
+                code = 4408 if time.monotonic() < ends else 4413
+                await outbox.error(CLOSE_CODES[code][0], f"no frame for {idle:g} s" if code == 4408
                                    else f"the session reached the {longest:g} s limit")
                 await session.close()
-                return await _close(ws, close)
+                return await close(ws, code)
             if msg["type"] == "websocket.disconnect":
                 outbox.client_gone = True
                 if msg.get("code") == 1012 or gw.draining:  # uvicorn shutting down: finish for the subscribers
@@ -246,11 +186,11 @@ async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: Lis
                     raise _End(1009, f"frame of {len(text)} characters is over the {limit} byte limit")
                 if await _control(session, outbox, text):
                     await session.close()
-                    return await _close(ws, 1000)
+                    return await close(ws, 1000)
     except _End as e:
-        await outbox.error(CLOSE_CODES[e.close][0], e.message)
+        await outbox.error(CLOSE_CODES[e.code][0], e.message)
         await session.abort()
-        await _close(ws, e.close, e.message)
+        await close(ws, e.code, e.message)
     except WebSocketDisconnect:
         await session.abort()
     except Exception:
@@ -258,7 +198,7 @@ async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: Lis
         if not session.ended:
             await outbox.error("internal", "the server failed this stream")
             await session.abort()
-        await _close(ws, 1011)
+        await close(ws, 1011)
 
 
 async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
@@ -312,13 +252,3 @@ def _config_changes(msg: dict) -> tuple[dict, set[str]]:
     return changes, set(msg) - {"type", "language", "prompt", "partials"}
 
 
-async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
-    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-        try:
-            await ws.close(code, _reason(reason))
-        except Exception:  # already gone
-            log.debug("close %d not sent", code, exc_info=True)
-
-
-def _reason(message: str) -> str:
-    return message.encode()[:120].decode(errors="ignore")  # a close reason is at most 123 bytes

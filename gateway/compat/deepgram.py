@@ -33,16 +33,17 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import events as ev
+from gateway.compat.languages import iso_language
 from gateway.compat.models import resolve
-from gateway.compat.relay import Refused, Relay, admitted, iso_language
 from gateway.config import STREAM_ID, ServeConfig
 from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
+from gateway.stream import Refused, Relay, admitted, close
 
 log = logging.getLogger("livecaptions.deepgram")
 
@@ -310,7 +311,7 @@ class Connection:
                         msg = await self.ws.receive()
                 except TimeoutError:  # Deepgram's NET-0001: no audio or KeepAlive in time; finals first
                     await self.session.close()
-                    return await _close(self.ws, 1011, "NET-0001")
+                    return await close(self.ws, 1011, "NET-0001")
                 if msg["type"] == "websocket.disconnect":
                     self.client_gone = True
                     if msg.get("code") == 1012 or self.gw.draining:  # server shutdown: finish for the viewers
@@ -325,25 +326,17 @@ class Connection:
                 elif (text := msg.get("text")) is not None and await self._control(text):
                     await self.session.close()
                     await self._metadata()
-                    return await _close(self.ws, 1000)
+                    return await close(self.ws, 1000)
         except AudioError as e:  # Deepgram's DATA-0000: the payload cannot be decoded as audio
             await self.send({"type": "Error", "variant": "DATA-0000", "description": str(e), "message": ""})
             await self.session.abort()
-            await _close(self.ws, 1008, "DATA-0000")
+            await close(self.ws, 1008, "DATA-0000")
         except WebSocketDisconnect:
             await self.session.abort()
         except Exception:
             log.exception("deepgram stream %s failed", self.options.stream)
             await self.session.abort()
-            await _close(self.ws, 1011, "NET-0000")
-
-
-async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
-    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-        try:
-            await ws.close(code, reason)
-        except Exception:  # already gone
-            log.debug("close %d not sent", code, exc_info=True)
+            await close(self.ws, 1011, "NET-0000")
 
 
 async def _deny(ws: WebSocket, status: int, message: str, request_id: str) -> None:

@@ -1,5 +1,8 @@
-"""Whisper's language codes -> the English names OpenAI's `verbose_json` reports (`"language": "english"`)."""
+"""Languages as the vendors name them: Whisper's codes -> the English names OpenAI's `verbose_json` reports
+(`"language": "english"`), and a vendor's language tag -> our ISO code."""
 from __future__ import annotations
+
+import re
 
 _TABLE = """en english|zh chinese|de german|es spanish|ru russian|ko korean|fr french|ja japanese|pt portuguese|
 tr turkish|pl polish|ca catalan|nl dutch|ar arabic|sv swedish|it italian|id indonesian|hi hindi|fi finnish|
@@ -12,9 +15,19 @@ so somali|af afrikaans|oc occitan|ka georgian|be belarusian|tg tajik|sd sindhi|g
 yi yiddish|lo lao|uz uzbek|fo faroese|ht haitian creole|ps pashto|tk turkmen|nn nynorsk|mt maltese|
 sa sanskrit|lb luxembourgish|my myanmar|bo tibetan|tl tagalog|mg malagasy|as assamese|tt tatar|haw hawaiian|
 ln lingala|ha hausa|ba bashkir|jw javanese|su sundanese|yue cantonese"""
+_TAG = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)*")  # BCP-47: "en", "en-US", "zh-Hans-CN"
 NAMES = dict(entry.strip().split(" ", 1) for entry in _TABLE.split("|"))
 
 
 def name_of(code: str) -> str:
     """'en' -> 'english'; a code Whisper does not list stays as it is."""
     return NAMES.get(code, code)
+
+
+def iso_language(tag: str | None) -> str | None:
+    """A vendor's language tag -> our ISO code, None for detection ("", "auto", "multi"); ValueError if malformed."""
+    if not tag or tag.lower() in ("auto", "multi"):
+        return None
+    if not (m := _TAG.fullmatch(tag)):
+        raise ValueError(f"language must be a code such as 'en' or 'en-US', got {tag!r}")
+    return m.group(1).lower()

@@ -33,20 +33,21 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import events as ev
 from gateway.compat.errors import TYPES
 from gateway.compat.intake import usage
 from gateway.compat.itn import spoken
+from gateway.compat.languages import iso_language
 from gateway.compat.models import resolve
-from gateway.compat.relay import Live, Refused, Relay, admitted, iso_language
 from gateway.config import STREAM_ID
 from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.offline import separator
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
+from gateway.stream import Live, Refused, Relay, admitted, close
 
 log = logging.getLogger("livecaptions.realtime")
 
@@ -527,7 +528,7 @@ class Connection:
                 except TimeoutError:
                     await self.error(f"no event for {idle:g} s", "idle_timeout")
                     await self.session.close()
-                    return await _close(self.ws, 4408)
+                    return await close(self.ws, 4408)
                 if msg["type"] == "websocket.disconnect":
                     self.client_gone = True
                     if msg.get("code") == 1012 or self.gw.draining:
@@ -540,7 +541,7 @@ class Connection:
                     await self.error(f"an event of {len(text)} characters is over the {limit} byte limit "
                                      "(--max-frame-bytes): send audio in smaller appends", "frame_too_big")
                     await self.session.abort()
-                    return await _close(self.ws, 1009)
+                    return await close(self.ws, 1009)
                 if text is None:
                     await self.error("binary frames are not part of this protocol: send input_audio_buffer.append "
                                      "events with base64 audio", "invalid_value")
@@ -556,7 +557,7 @@ class Connection:
             log.exception("realtime stream %s failed", self.live.stream)
             await self.error("the server failed this session", "internal", kind="server_error")
             await self.session.abort()
-            await _close(self.ws, 1011)
+            await close(self.ws, 1011)
 
 
 def _event_id(text: str) -> str | None:
@@ -567,24 +568,16 @@ def _event_id(text: str) -> str | None:
     return event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
 
 
-async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
-    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-        try:
-            await ws.close(code, reason[:120])
-        except Exception:  # already gone
-            log.debug("close %d not sent", code, exc_info=True)
-
-
 async def _serve(ws: WebSocket, dialect: Dialect) -> None:
     gw: Gateway = ws.app.state.gateway
     await ws.accept()
     query, served = ws.query_params, gw.config.engine.model
 
-    async def refuse(status: int, code: str, message: str, close: int) -> None:
+    async def refuse(status: int, code: str, message: str, close_code: int) -> None:
         await ws.send_text(json.dumps({"event_id": _id("event"), "type": "error", "error": {
             "type": TYPES.get(status, "server_error"), "code": code, "message": message, "param": None,
             "event_id": None}}))
-        await _close(ws, close, message)
+        await close(ws, close_code, message)
 
     stream = query.get("stream") or _id("rt")
     if not STREAM_ID.fullmatch(stream):

@@ -53,3 +53,35 @@ def test_tests_and_benchmarks_share_support_not_each_other():
     tests = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
              if re.search(r"\bbench\b", imports(p)) and (ROOT / "tests" / "bench") not in p.parents]
     assert bench == [] and tests == []
+
+
+def test_gateway_modules_import_no_circle():
+    """ingest -> compat/deepgram -> compat/relay -> ingest was one: the live-stream plumbing is gateway/stream.py
+    now, and the route picks the protocol. Imports inside functions count too."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "gateway").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gateway"):
+                deps |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("gateway")}
+        graph[name] = deps
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+    def circle(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in path:
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    circles = [c for m in sorted(graph) if (c := circle(m))]
+    assert circles == [], circles[0]

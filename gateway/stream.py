@@ -1,39 +1,64 @@
-"""A compatible protocol's live stream: admitted, counted and registered like an ingest stream, and its caption
-events published on the bus under its stream id, so viewers watch a realtime or Deepgram client's captions like any
-other stream's. The protocol module itself only translates events for its client (`deliver`).
+"""A live stream's plumbing, shared by every live protocol (native `/v1/listen`, Deepgram, OpenAI Realtime,
+StepFun realtime): admission (the model is ready, the key has a stream to spare, the id is free on every
+instance), registration with heartbeats, the publisher (`Outbox`: the session numbers events, the bus and the
+client get them), a compatible protocol's relay, and the one way to close a socket. A protocol module only
+translates between its client's messages and the session.
 
-    async with admitted(gw, ws, stream) as live:   # raises Refused: the protocol answers it in its own shape
-        relay = Relay(gw, ws, stream, deliver)
-        live.attach(CaptionSession(stream, engine, config, emit=relay.emit))
+    async with admitted(gw, ws, stream, info) as live:   # raises Refused: the protocol answers it in its own shape
+        outbox = Outbox(gw, ws, stream)
+        live.attach(CaptionSession(stream, engine, config, emit=outbox.emit))
 """
 from __future__ import annotations
 
 import asyncio
-import re
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from gateway import events as ev
-from gateway.ingest import HEARTBEAT_FRACTION, Outbox
 from gateway.limits import LimitError
 from gateway.session import CaptionSession
 from gateway.state import Gateway
 
+log = logging.getLogger("livecaptions.stream")
+
+HEARTBEAT_FRACTION = 3  # heartbeats per registry TTL: one lost beat does not drop the stream off the list
+REASON_BYTES = 120  # a close reason is at most 123 bytes of UTF-8
 Deliver = Callable[[ev.Event], Awaitable[None]]
-_TAG = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)*")  # BCP-47: "en", "en-US", "zh-Hans-CN"
 
 
-def iso_language(tag: str | None) -> str | None:
-    """A vendor's language tag -> our ISO code, None for detection ("", "auto", "multi"); ValueError if malformed."""
-    if not tag or tag.lower() in ("auto", "multi"):
-        return None
-    if not (m := _TAG.fullmatch(tag)):
-        raise ValueError(f"language must be a code such as 'en' or 'en-US', got {tag!r}")
-    return m.group(1).lower()
+class Outbox:
+    """The session's `emit`: numbers each event on the connection's own sequence (so gateway errors interleave
+    with the session's events without a seq clash), publishes it, then sends it to the client while it is there."""
+
+    def __init__(self, gw: Gateway, ws: WebSocket, stream: str) -> None:
+        self.gw, self.ws, self.stream = gw, ws, stream
+        self.session: CaptionSession | None = None
+        self.client_gone = False
+        self._seq = 0
+        self._lock = asyncio.Lock()  # the session's finals and our errors come from different tasks
+
+    async def emit(self, event: ev.Event) -> None:
+        async with self._lock:
+            lag = self.session.lag(event) if self.session is not None else 0.0
+            event = replace(event, seq=self._seq)
+            self._seq += 1
+            data = ev.to_json(event)
+            await self.gw.bus.publish(self.stream, data)
+            self.gw.metrics.observe(event, lag)
+            if not self.client_gone:
+                try:
+                    await self.ws.send_text(json.dumps(data, ensure_ascii=False))
+                except Exception:  # gone mid-send: subscribers still get the rest from the bus
+                    self.client_gone = True
+
+    async def error(self, code: str, message: str) -> None:
+        await self.emit(ev.Error(stream=self.stream, seq=0, code=code, message=message))
 
 
 class Refused(Exception):
@@ -113,3 +138,12 @@ class Relay:
         if isinstance(event, ev.SessionEnded):
             return not self.replacing
         return not (isinstance(event, ev.CaptionFinal) and not event.text)
+
+
+async def close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close the socket with `code` and `reason` (cut to REASON_BYTES of UTF-8, whole characters), if it is open."""
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await ws.close(code, reason.encode()[:REASON_BYTES].decode(errors="ignore"))
+        except Exception:  # already gone
+            log.debug("close %d not sent", code, exc_info=True)
