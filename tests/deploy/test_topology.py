@@ -54,7 +54,7 @@ class Viewer:
     async def connect(self) -> None:
         last = self.events[-1][0] if self.events else None
         self.sse = await SSE.open(self.port, self.path, last_event_id=last)
-        assert self.sse.status == 200, self.sse.status
+        assert self.sse.status == 200, (self.sse.status, self.sse.body)
         self.upstreams.append(upstream(self.sse.headers))
 
     async def follow(self) -> None:

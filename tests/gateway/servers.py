@@ -52,6 +52,7 @@ class SSE:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
                  headers: dict[str, str] | None = None) -> None:
         self.reader, self.writer, self.status = reader, writer, status
+        self.body = b""  # of a refusal
         self.headers = headers or {}  # response headers, names lower-cased
 
     @classmethod
@@ -67,7 +68,10 @@ class SSE:
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
         sse = cls(reader, writer, status, headers)
-        if status == 200:
+        if status != 200:  # a refusal: its body is the error, and the connection is of no further use
+            sse.body = await reader.read()
+            await sse.close()
+        else:
             comment = await sse.next_block()  # "retry + : subscribed": live from here on
             assert comment is not None and comment.get("id") is None
         return sse
