@@ -21,7 +21,7 @@ class EngineConfig:
     device: str = "auto"  # cuda when available, else cpu
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA (as faster-whisper defaults)
     threads: int = 0  # CPU threads for torch (per engine worker); 0: all cores, or half each for the service's two
-    encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s measured as accurate as full on ../shared/speech (README)
+    encoder: str = "trim"  # see ENCODER_MODES; trim + 2 s is as accurate as full (docs/engine.md)
     trim_pad_s: float = 2.0  # silence after a trimmed segment: without it the decoder does not hear speech end
     zh_script: str = "simplified"  # Chinese output script: Whisper often writes traditional characters
     max_batch: int = 16  # segments per encoder/decoder batch

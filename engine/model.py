@@ -262,9 +262,8 @@ class DecoderStep:
         """Packed queries (N, D) over each row's own audio keys/values (H, T_r, D/H) -> (N, D): one call per row,
         no padding (segments of a batch range from a second to 30 s). Each (head, query) pair is a problem of its
         own over that head's (expanded, not copied) keys, so a query is computed exactly as if its row fed it alone:
-        exact in the keys' own dtype, with no float64 needed (a batch of 8 rows: 35 -> 22 ms per step). Heads go
-        first, so a head's keys stay in cache for all of a row's queries (30 s of audio, 13 queries: 3.0 -> 0.8 ms
-        per layer; one query 0.26 -> 0.16 ms)."""
+        exact in the keys' own dtype, with no float64 needed. Heads go first, so a head's keys stay in cache for all
+        of a row's queries (docs/performance.md, "Kernel choices")."""
         out = q.new_empty(q.shape)
         for n, start, k, v in zip(self.counts, self.starts, keys, values):
             H, T, d = k.shape
@@ -334,8 +333,8 @@ class TextDecoder(nn.Module):
     def cross_kv(self, audio: Tensor, mask: Tensor | None) -> CrossKV:
         """Project the encoder output (B, T, D), mask (B, T) of real positions or None, once into every layer's
         cross-attention keys/values. Only real positions are projected: the rows' frames are packed into one
-        (N, D) input (a batch of short rows beside a 30 s one is mostly padding: 7 clips of ../shared/speech,
-        0.23 -> 0.06 s), and each row's keys/values are views of one packed tensor per layer."""
+        (N, D) input (a batch of short rows beside a 30 s one is mostly padding), and each row's keys/values are
+        views of one packed tensor per layer."""
         T = audio.shape[1]
         lengths = [T] * audio.shape[0] if mask is None else mask.sum(1).tolist()
         packed = torch.cat([row[:t] for row, t in zip(audio, lengths)])

@@ -8,12 +8,10 @@ Weights are int8 with one scale per output channel; each input row is quantised 
 Integer accumulation is exact, so whatever the kernel's blocking for a given number of rows, a row's output
 depends on that row alone, to the last bit (draft verification and continuous batching rely on it). torch's own
 dynamic int8 linear (`quantize_dynamic`) picks one activation scale for the whole input tensor instead, so a row's
-output changes with its batch neighbours. Measured on this 2-core CPU against the per-tensor fbgemm kernel behind
-an affine per-row map that this module used before: 500 x 512 -> 1536 (encoder) 2.6 -> 1.2 ms, 16 x 2048 -> 512
-(decoder step) 0.32 -> 0.19 ms, relative error 0.014 -> 0.008.
+output changes with its batch neighbours (and it is slower: docs/performance.md, "Kernel choices").
 
 The tied unembedding (51865 outputs, read for one to a few rows per decoder step) is the exception: there fbgemm's
-packed weights read faster (_int_mm 1.8 ms at one row and 2.2 at eight, fbgemm 0.7 and 1.0). fbgemm quantises its
+packed weights read faster. fbgemm quantises its
 whole input with one scale, so there each row is first divided by its largest magnitude and two sentinel columns
 holding exactly +1 and -1 (with zero weights) pin that scale: every call quantises with the same parameters, and a
 row's output again depends on that row alone.
@@ -27,7 +25,7 @@ from torch import Tensor, nn
 
 WIDE = 16384  # output features from which the fbgemm kernel is used (the unembedding)
 SENTINELS = 8  # extra input columns of the fbgemm kernel: +1, -1, then zeros to keep the packed width a multiple of 8
-BLOCK_ROWS = 256  # rows per block (an encoder linear over 1500 rows, 512 -> 2048: 9.1 -> 4.8 ms, the same bits)
+BLOCK_ROWS = 256  # rows per block: the (de)quantisation stays in cache, the bits stay the same
 
 
 class Int8Linear(nn.Module):

@@ -232,8 +232,7 @@ class ModelRunner:
         """Called by each of `workers` threads that run this model at the same time: the calling thread's torch
         threads become the configured count, or else an equal share of the cores. Each thread that runs torch ops
         has its own OpenMP team, and a full-size team per worker keeps its threads spinning on the cores the other
-        worker computes on (2 cores, 16 streams: a 7.5 s encode beside decoder steps 164 -> 152 ms, a batch-8 step
-        beside encodes 37 -> 32 ms)."""
+        worker computes on (docs/performance.md, "Kernel choices")."""
         torch.set_num_threads(self.config.threads or max(1, self._cores // workers))
 
     def step(self, batch: Batch) -> list[tuple[object, DecodeResult]]:

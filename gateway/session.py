@@ -53,7 +53,7 @@ CHARACTER_LANGUAGES = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")  # writt
 _WORD = re.compile(r"\S+")
 # A segment is decoded after the one before it when that one ended at most CONTEXT_GAP_S earlier and is at most
 # CONTEXT_MAX_S long: its audio leads the new audio and its final's tokens are forced as the transcript's start, so a
-# sentence cut at a short pause reads as it would whole (a live stream at the 500 ms endpoint: WER 2.4 -> 0.0 %).
+# sentence cut at a short pause reads as it would whole (docs/performance.md, "Live latency").
 CONTEXT_GAP_S = 0.8
 CONTEXT_MAX_S = 10.0
 WINDOW_S = 30.0  # the longest segment the engine takes
@@ -87,13 +87,11 @@ class SessionConfig:
     # ms of silence that end an utterance and make its text final. A sentence cut at a shorter pause loses nothing:
     # the next piece is decoded after it (CONTEXT_GAP_S).
     endpoint_ms: int = 500
-    # ms of silence that end the speaker's turn (turn.ended, after the turn's finals; at least endpoint_ms). On
-    # ../shared/speech, 6 of the 39 pauses inside an English clip last over 500 ms, 2 over 700 ms (JFK's rhetorical
-    # ones), none over 1100 ms (docs/performance.md).
+    # ms of silence that end the speaker's turn (turn.ended, after the turn's finals; at least endpoint_ms): longer
+    # than the pauses inside a sentence (docs/performance.md, "End of turn").
     turn_ms: int = 700
     # ms of new speech between partials. At most one partial decode is in flight per stream and only the newest
-    # waiting one is kept, so a busy engine makes fewer (one live stream, idle 2-core CPU: partial lag p95 0.58 s at
-    # 500 ms, 0.28 s at 250; docs/performance.md).
+    # waiting one is kept, so a busy engine makes fewer (docs/performance.md, "Live latency").
     partial_interval_ms: int = 250
     # True: a segment that held no words still gets a caption.final (empty text), for protocols that answer every
     # turn they announced (gateway/compat: a realtime item is completed, a Deepgram turn is final, even if silent)
