@@ -8,7 +8,7 @@ import pytest
 
 from gateway.compat.models import ALIASES, UnknownModel, resolve, served_names
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_readme_lists_every_alias_and_each_resolves_to_the_served_model():
