@@ -6,16 +6,13 @@ messages: {"type": "flush"|"close"|"keepalive"|"config"}. See CLOSE_CODES for ho
 stream does, it only ever ends its own session: every failure below is caught per connection."""
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import QueryParams
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gateway import events as ev
 from gateway.config import LANGUAGE, STREAM_ID, ServeConfig
@@ -23,9 +20,7 @@ from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
-from gateway.stream import Outbox, Refused, admitted, close
-
-log = logging.getLogger("livecaptions.ingest")
+from gateway.stream import Ended, Outbox, Protocol, Refused, admitted, close, receive
 
 # close code -> (error event code, meaning); 1000 (after {"type": "close"}) and 1012 (server restart) carry no error
 CLOSE_CODES = {
@@ -113,14 +108,6 @@ async def _reject(ws: WebSocket, stream: str, code: int, message: str) -> None:
     await close(ws, code, message)
 
 
-class _End(Exception):
-    """Ends the connection with close code `code` after an error event `message` (the session is aborted first)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 async def listen(ws: WebSocket) -> None:
     gw: Gateway = ws.app.state.gateway
     await ws.accept()
@@ -142,63 +129,59 @@ async def listen(ws: WebSocket) -> None:
             outbox.session = session
             live.attach(session)
             await session.start()
-            await _pump(gw, ws, session, params, outbox)
+            await receive(gw, ws, Ingest(gw, ws, params, session, outbox), gw.config.max_session_s)
     except Refused as e:
         await _reject(ws, params.stream, e.close_code, e.message)
 
 
-async def _pump(gw: Gateway, ws: WebSocket, session: CaptionSession, params: ListenParams, outbox: Outbox) -> None:
-    """Feed the session until the client closes it, leaves, breaks the protocol, or the server shuts down."""
-    limit, idle, longest = gw.config.max_frame_bytes, gw.config.idle_timeout_s, gw.config.max_session_s
-    ends = time.monotonic() + longest if longest else float("inf")
-    try:
-        while True:
+class Ingest(Protocol):
+    """Our own protocol: binary frames are PCM, text frames JSON controls; every event goes out as it is."""
+
+    def __init__(self, gw: Gateway, ws: WebSocket, params: ListenParams, session: CaptionSession,
+                 outbox: Outbox) -> None:
+        self.gw, self.ws, self.params, self.session, self.outbox = gw, ws, params, session, outbox
+
+    @property
+    def client_gone(self) -> bool:  # type: ignore[override]
+        return self.outbox.client_gone
+
+    @client_gone.setter
+    def client_gone(self, gone: bool) -> None:
+        self.outbox.client_gone = gone
+
+    async def audio(self, data: bytes) -> None:
+        if data:
+            p = self.params
             try:
-                async with asyncio.timeout(min(idle, ends - time.monotonic())):
-                    msg = await ws.receive()
-            except TimeoutError:
-                # Silent or over time, not broken: what it said still deserves its finals.
-                code = 4408 if time.monotonic() < ends else 4413
-                await outbox.error(CLOSE_CODES[code][0], f"no frame for {idle:g} s" if code == 4408
-                                   else f"the session reached the {longest:g} s limit")
-                await session.close()
-                return await close(ws, code)
-            if msg["type"] == "websocket.disconnect":
-                outbox.client_gone = True
-                if msg.get("code") == 1012 or gw.draining:  # uvicorn shutting down: finish for the subscribers
-                    await session.close()
-                else:  # the client left: nobody asked for the rest
-                    await session.abort()
-                return
-            data: bytes | None = msg.get("bytes")
-            text: str | None = msg.get("text")
-            if data is not None:
-                if len(data) > limit:
-                    raise _End(1009, f"frame of {len(data)} bytes is over the {limit} byte limit")
-                if data:
-                    try:
-                        pcm = decode_pcm(data, params.encoding, params.sample_rate, params.channels)
-                    except AudioError as e:
-                        raise _End(1007, str(e)) from None
-                    await session.feed(pcm)
-            elif text is not None:
-                if len(text) > limit:
-                    raise _End(1009, f"frame of {len(text)} characters is over the {limit} byte limit")
-                if await _control(session, outbox, text):
-                    await session.close()
-                    return await close(ws, 1000)
-    except _End as e:
-        await outbox.error(CLOSE_CODES[e.code][0], e.message)
-        await session.abort()
-        await close(ws, e.code, e.message)
-    except WebSocketDisconnect:
-        await session.abort()
-    except Exception:
-        log.exception("stream %s failed", params.stream)
-        if not session.ended:
-            await outbox.error("internal", "the server failed this stream")
-            await session.abort()
-        await close(ws, 1011)
+                pcm = decode_pcm(data, p.encoding, p.sample_rate, p.channels)
+            except AudioError as e:
+                raise Ended(1007, str(e)) from None
+            await self.session.feed(pcm)
+
+    async def text(self, text: str) -> bool:
+        return await _control(self.session, self.outbox, text)
+
+    async def idle(self, over_time: bool) -> None:
+        code = 4413 if over_time else 4408
+        await self.outbox.error(CLOSE_CODES[code][0], f"the session reached the {self.gw.config.max_session_s:g} s "
+                                "limit" if over_time else f"no frame for {self.gw.config.idle_timeout_s:g} s")
+        await self.session.close()
+        await close(self.ws, code)
+
+    async def finish(self) -> None:
+        await self.session.close()
+        await close(self.ws, 1000)
+
+    async def refuse(self, e: Ended) -> None:
+        await self.outbox.error(CLOSE_CODES[e.code][0], e.message)
+        await self.session.abort()
+        await close(self.ws, e.code, e.message)
+
+    async def failed(self) -> None:
+        if not self.session.ended:
+            await self.outbox.error("internal", "the server failed this stream")
+            await self.session.abort()
+        await close(self.ws, 1011)
 
 
 async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
@@ -208,7 +191,7 @@ async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
     except ValueError:
         msg = None
     if not isinstance(msg, dict):
-        raise _End(1003, "a text frame must be a JSON object such as {\"type\": \"flush\"}")
+        raise Ended(1003, "a text frame must be a JSON object such as {\"type\": \"flush\"}")
     kind = msg.get("type")
     if kind == "flush":
         await session.flush()
@@ -229,7 +212,7 @@ async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
             await outbox.emit(ev.SessionConfigured(stream=outbox.stream, seq=0, language=config.language or "auto",
                                                    prompt=config.prompt, partials=config.partials))
     else:
-        raise _End(1008, f"unknown control type {kind!r}; known: flush, close, keepalive, config")
+        raise Ended(1008, f"unknown control type {kind!r}; known: flush, close, keepalive, config")
     return False
 
 

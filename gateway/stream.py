@@ -1,8 +1,9 @@
 """A live stream's plumbing, shared by every live protocol (native `/v1/listen`, Deepgram, OpenAI Realtime,
 StepFun realtime): admission (the model is ready, the key has a stream to spare, the id is free on every
 instance), registration with heartbeats, the publisher (`Outbox`: the session numbers events, the bus and the
-client get them), a compatible protocol's relay, and the one way to close a socket. A protocol module only
-translates between its client's messages and the session.
+client get them), a compatible protocol's relay, the receive loop (`receive`: the frame limit, the idle timeout,
+a client that leaves, a server that shuts down, a failure) and the one way to close a socket. A protocol is a
+`Protocol`: it only translates between its client's messages and the session.
 
     async with admitted(gw, ws, stream, info) as live:   # raises Refused: the protocol answers it in its own shape
         outbox = Outbox(gw, ws, stream)
@@ -14,11 +15,12 @@ import asyncio
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import events as ev
 from gateway.limits import LimitError
@@ -147,3 +149,79 @@ async def close(ws: WebSocket, code: int, reason: str = "") -> None:
             await ws.close(code, reason.encode()[:REASON_BYTES].decode(errors="ignore"))
         except Exception:  # already gone
             log.debug("close %d not sent", code, exc_info=True)
+
+
+class Ended(Exception):
+    """Raised by a protocol's handlers to end the connection with close code `code`; `message` says why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Protocol(ABC):
+    """One live protocol's side of a socket, fed by `receive`."""
+
+    session: CaptionSession  # the one audio goes to now (a protocol may replace it mid-stream)
+    client_gone: bool = False
+
+    @abstractmethod
+    async def audio(self, data: bytes) -> None:
+        """A binary frame; raise Ended to refuse it."""
+
+    @abstractmethod
+    async def text(self, text: str) -> bool:
+        """A text frame -> whether the client asked to end the stream; raise Ended to refuse it."""
+
+    @abstractmethod
+    async def idle(self, over_time: bool) -> None:
+        """No frame for --idle-timeout (`over_time`: the stream reached its length limit): tell the client, deliver
+        the finals, close."""
+
+    @abstractmethod
+    async def finish(self) -> None:
+        """The client ended the stream: deliver the finals, close normally."""
+
+    @abstractmethod
+    async def refuse(self, e: Ended) -> None:
+        """Tell the client why, in the protocol's shape, abort the session, close with e.code."""
+
+    @abstractmethod
+    async def failed(self) -> None:
+        """The server failed this stream: tell the client, abort the session, close with 1011."""
+
+
+async def receive(gw: Gateway, ws: WebSocket, protocol: Protocol, max_session_s: float = 0.0) -> None:
+    """Feed `protocol` the socket's messages until the client ends the stream, leaves, breaks the protocol, or the
+    server shuts down (`max_session_s`: the stream's length limit, 0 for none)."""
+    limit, idle = gw.config.max_frame_bytes, gw.config.idle_timeout_s
+    ends = time.monotonic() + max_session_s if max_session_s else float("inf")
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(min(idle, ends - time.monotonic())):
+                    msg = await ws.receive()
+            except TimeoutError:  # silent or over time, not broken: what it said still deserves its finals
+                return await protocol.idle(time.monotonic() >= ends)
+            if msg["type"] == "websocket.disconnect":
+                protocol.client_gone = True
+                if msg.get("code") == 1012 or gw.draining:  # the server shuts down: finish for the viewers
+                    await protocol.session.close()
+                else:  # the client left: nobody asked for the rest
+                    await protocol.session.abort()
+                return
+            data, text = msg.get("bytes"), msg.get("text")
+            size = len(data) if data is not None else len(text or "")
+            if size > limit:
+                raise Ended(1009, f"a frame of {size} bytes is over the {limit} byte limit (--max-frame-bytes)")
+            if data is not None:
+                await protocol.audio(data)
+            elif text is not None and await protocol.text(text):
+                return await protocol.finish()
+    except Ended as e:
+        await protocol.refuse(e)
+    except WebSocketDisconnect:
+        await protocol.session.abort()
+    except Exception:
+        log.exception("stream failed")
+        await protocol.failed()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import struct
 import uuid
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gateway import events as ev
 from gateway.compat.languages import iso_language
@@ -43,9 +42,7 @@ from gateway.errors import parse_json
 from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
-from gateway.stream import Refused, Relay, admitted, close
-
-log = logging.getLogger("livecaptions.deepgram")
+from gateway.stream import Ended, Protocol, Refused, Relay, admitted, close, receive
 
 # Deepgram's own parameters: any of them on /v1/listen means a Deepgram client (ours has none of these names)
 DEEPGRAM_PARAMS = frozenset({
@@ -179,7 +176,7 @@ def _words(text: str, start: float, end: float, timed: list[dict[str, Any]] | No
              "end": round(w["end"], 3), "confidence": w["probability"], "punctuated_word": w["word"]} for w in timed]
 
 
-class Connection:
+class Connection(Protocol):
     """One Deepgram client: feeds its audio to the CaptionSession and answers in Deepgram's messages."""
 
     def __init__(self, gw: Gateway, ws: WebSocket, options: Options, session_of: Any) -> None:
@@ -192,7 +189,7 @@ class Connection:
         self.relay.attach(self.session)
         self.format = None if options.encoding is None else (options.encoding, options.sample_rate, options.channels)
         self.pending = b""  # a WAV header not complete yet, or bytes of a frame split across messages
-        self.audio = hashlib.sha256()
+        self.digest = hashlib.sha256()  # of all the audio received: Metadata reports it
         self.open: set[int] = set()  # segments being spoken
         self.finalizing: set[int] = set()  # segments a Finalize ended
         self.utterance_end: tuple[float, float] | None = None  # (audio clock due, last word end)
@@ -258,7 +255,7 @@ class Connection:
             await self.send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": last_word_end})
 
     async def _audio(self, data: bytes) -> None:
-        self.audio.update(data)
+        self.digest.update(data)
         data = self.pending + data
         if self.format is None:
             header = wav_header(data)
@@ -297,46 +294,40 @@ class Connection:
 
     async def _metadata(self) -> None:
         await self.send({"type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
-                         "sha256": self.audio.hexdigest(), "created": self.created,
+                         "sha256": self.digest.hexdigest(), "created": self.created,
                          "duration": round(self.session.clock, 3), "channels": self.options.channels,
                          "models": [self.model_uuid], "model_info": {self.model_uuid: self._model_info()}})
 
     async def run(self) -> None:
-        idle, limit = self.gw.config.idle_timeout_s, self.gw.config.max_frame_bytes
+        await self.session.start()
+        await receive(self.gw, self.ws, self)
+
+    async def audio(self, data: bytes) -> None:
         try:
-            await self.session.start()
-            while True:
-                try:
-                    async with asyncio.timeout(idle):
-                        msg = await self.ws.receive()
-                except TimeoutError:  # Deepgram's NET-0001: no audio or KeepAlive in time; finals first
-                    await self.session.close()
-                    return await close(self.ws, 1011, "NET-0001")
-                if msg["type"] == "websocket.disconnect":
-                    self.client_gone = True
-                    if msg.get("code") == 1012 or self.gw.draining:  # server shutdown: finish for the viewers
-                        await self.session.close()
-                    else:
-                        await self.session.abort()
-                    return
-                if (data := msg.get("bytes")) is not None:
-                    if len(data) > limit:
-                        raise AudioError(f"a message of {len(data)} bytes is over the {limit} byte limit")
-                    await self._audio(data)
-                elif (text := msg.get("text")) is not None and await self._control(text):
-                    await self.session.close()
-                    await self._metadata()
-                    return await close(self.ws, 1000)
+            await self._audio(data)
         except AudioError as e:  # Deepgram's DATA-0000: the payload cannot be decoded as audio
-            await self.send({"type": "Error", "variant": "DATA-0000", "description": str(e), "message": ""})
-            await self.session.abort()
-            await close(self.ws, 1008, "DATA-0000")
-        except WebSocketDisconnect:
-            await self.session.abort()
-        except Exception:
-            log.exception("deepgram stream %s failed", self.options.stream)
-            await self.session.abort()
-            await close(self.ws, 1011, "NET-0000")
+            raise Ended(1008, str(e)) from None
+
+    async def text(self, text: str) -> bool:
+        return await self._control(text)
+
+    async def idle(self, over_time: bool) -> None:  # Deepgram's NET-0001: no audio or KeepAlive in time
+        await self.session.close()  # finals first
+        await close(self.ws, 1011, "NET-0001")
+
+    async def finish(self) -> None:
+        await self.session.close()
+        await self._metadata()
+        await close(self.ws, 1000)
+
+    async def refuse(self, e: Ended) -> None:
+        await self.send({"type": "Error", "variant": "DATA-0000", "description": e.message, "message": ""})
+        await self.session.abort()
+        await close(self.ws, e.code, "DATA-0000")
+
+    async def failed(self) -> None:
+        await self.session.abort()
+        await close(self.ws, 1011, "NET-0000")
 
 
 async def _deny(ws: WebSocket, status: int, message: str, request_id: str) -> None:

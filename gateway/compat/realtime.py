@@ -28,12 +28,11 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gateway import events as ev
 from gateway.compat.errors import TYPES
@@ -47,9 +46,7 @@ from gateway.media import PCM_DTYPES, SAMPLE_RATE, AudioError, decode_pcm
 from gateway.offline import separator
 from gateway.session import CaptionSession, SessionConfig
 from gateway.state import Gateway
-from gateway.stream import Live, Refused, Relay, admitted, close
-
-log = logging.getLogger("livecaptions.realtime")
+from gateway.stream import Ended, Live, Protocol, Refused, Relay, admitted, close, receive
 
 MIN_COMMIT_S = 0.1  # OpenAI refuses to commit less audio than this
 MIN_SILENCE_MS = 200  # our segmenter's post-roll: an endpoint cannot be shorter
@@ -296,7 +293,7 @@ class _Item:
         return out
 
 
-class Connection:
+class Connection(Protocol):
     """One realtime client: reads its events, drives the CaptionSession, sends the protocol's events."""
 
     def __init__(self, gw: Gateway, ws: WebSocket, dialect: Dialect, live: Live, settings: Settings) -> None:
@@ -519,45 +516,38 @@ class Connection:
 
     async def run(self) -> None:
         await self.send("session.created", session=self._session_json())
-        idle = self.gw.config.idle_timeout_s
+        await receive(self.gw, self.ws, self)
+
+    async def audio(self, data: bytes) -> None:
+        await self.error("binary frames are not part of this protocol: send input_audio_buffer.append events with "
+                         "base64 audio", "invalid_value")
+
+    async def text(self, text: str) -> bool:
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(idle):
-                        msg = await self.ws.receive()
-                except TimeoutError:
-                    await self.error(f"no event for {idle:g} s", "idle_timeout")
-                    await self.session.close()
-                    return await close(self.ws, 4408)
-                if msg["type"] == "websocket.disconnect":
-                    self.client_gone = True
-                    if msg.get("code") == 1012 or self.gw.draining:
-                        await self.session.close()  # server shutdown: finish for the stream's viewers
-                    else:
-                        await self.session.abort()
-                    return
-                text = msg.get("text")
-                if text is not None and len(text) > (limit := self.gw.config.max_frame_bytes):
-                    await self.error(f"an event of {len(text)} characters is over the {limit} byte limit "
-                                     "(--max-frame-bytes): send audio in smaller appends", "frame_too_big")
-                    await self.session.abort()
-                    return await close(self.ws, 1009)
-                if text is None:
-                    await self.error("binary frames are not part of this protocol: send input_audio_buffer.append "
-                                     "events with base64 audio", "invalid_value")
-                    continue
-                try:
-                    await self.handle(text)
-                except Invalid as e:
-                    event_id = _event_id(text)
-                    await self.error(e.message, e.code, e.param, event_id)
-        except WebSocketDisconnect:
-            await self.session.abort()
-        except Exception:
-            log.exception("realtime stream %s failed", self.live.stream)
-            await self.error("the server failed this session", "internal", kind="server_error")
-            await self.session.abort()
-            await close(self.ws, 1011)
+            await self.handle(text)
+        except Invalid as e:  # an error event; the session goes on
+            await self.error(e.message, e.code, e.param, _event_id(text))
+        return False
+
+    async def idle(self, over_time: bool) -> None:
+        await self.error(f"no event for {self.gw.config.idle_timeout_s:g} s", "idle_timeout")
+        await self.session.close()
+        await close(self.ws, 4408)
+
+    async def finish(self) -> None:  # the protocol has no message that ends a session: the client closes
+        await self.session.close()
+        await close(self.ws, 1000)
+
+    async def refuse(self, e: Ended) -> None:
+        code = "frame_too_big" if e.code == 1009 else "invalid_value"
+        await self.error(f"{e.message}: send audio in smaller appends" if e.code == 1009 else e.message, code)
+        await self.session.abort()
+        await close(self.ws, e.code)
+
+    async def failed(self) -> None:
+        await self.error("the server failed this session", "internal", kind="server_error")
+        await self.session.abort()
+        await close(self.ws, 1011)
 
 
 def _event_id(text: str) -> str | None:
