@@ -159,11 +159,11 @@ class Ingest(Protocol):
             await self.session.feed(pcm)
 
     async def text(self, text: str) -> bool:
-        return await _control(self.session, self.outbox, text)
+        return await _control(self.session, text)
 
     async def idle(self, over_time: bool) -> None:
         code = 4413 if over_time else 4408
-        await self.outbox.error(CLOSE_CODES[code][0], f"the session reached the {self.gw.config.max_session_s:g} s "
+        await self.session.error(CLOSE_CODES[code][0], f"the session reached the {self.gw.config.max_session_s:g} s "
                                 "limit" if over_time else f"no frame for {self.gw.config.idle_timeout_s:g} s")
         await self.session.close()
         await close(self.ws, code)
@@ -173,18 +173,18 @@ class Ingest(Protocol):
         await close(self.ws, 1000)
 
     async def refuse(self, e: Ended) -> None:
-        await self.outbox.error(CLOSE_CODES[e.code][0], e.message)
+        await self.session.error(CLOSE_CODES[e.code][0], e.message)
         await self.session.abort()
         await close(self.ws, e.code, e.message)
 
     async def failed(self) -> None:
         if not self.session.ended:
-            await self.outbox.error("internal", "the server failed this stream")
+            await self.session.error("internal", "the server failed this stream")
             await self.session.abort()
         await close(self.ws, 1011)
 
 
-async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
+async def _control(session: CaptionSession, text: str) -> bool:
     """Act on one control message -> whether the client asked to close."""
     try:
         msg: Any = parse_json(text)
@@ -205,12 +205,11 @@ async def _control(session: CaptionSession, outbox: Outbox, text: str) -> bool:
             changes, unknown = _config_changes(msg)
             if unknown:
                 raise ValueError(f"config can change language, prompt and partials, not {', '.join(sorted(unknown))}")
-            config = session.reconfigure(**changes)
+            session.reconfigure(**changes)
         except (ValueError, TypeError) as e:
-            await outbox.error("config_invalid", str(e)[:300])
+            await session.error("config_invalid", str(e)[:300])
         else:
-            await outbox.emit(ev.SessionConfigured(stream=outbox.stream, seq=0, language=config.language or "auto",
-                                                   prompt=config.prompt, partials=config.partials))
+            await session.configured()
     else:
         raise Ended(1008, f"unknown control type {kind!r}; known: flush, close, keepalive, config")
     return False

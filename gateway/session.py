@@ -232,6 +232,15 @@ class CaptionSession:
     def ended(self) -> bool:
         return self._state == "ended"
 
+    async def error(self, code: str, message: str) -> None:
+        """An `error` event from the stream's transport (a refused frame, a timeout), numbered with the captions."""
+        await self._emit(ev.Error, code=code, message=message)
+
+    async def configured(self) -> None:
+        """session.configured: the settings of every decode requested from now on (after `reconfigure`)."""
+        c = self.config
+        await self._emit(ev.SessionConfigured, language=c.language or "auto", prompt=c.prompt, partials=c.partials)
+
     async def __aenter__(self) -> CaptionSession:
         await self.start()
         return self

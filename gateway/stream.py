@@ -35,21 +35,19 @@ Deliver = Callable[[ev.Event], Awaitable[None]]
 
 
 class Outbox:
-    """The session's `emit`: numbers each event on the connection's own sequence (so gateway errors interleave
-    with the session's events without a seq clash), publishes it, then sends it to the client while it is there."""
+    """The session's `emit`: publishes each event as the session numbered it (the session is the stream's one seq
+    authority; the gateway's own errors go through `CaptionSession.error`), then sends it to the client while it is
+    there."""
 
     def __init__(self, gw: Gateway, ws: WebSocket, stream: str) -> None:
         self.gw, self.ws, self.stream = gw, ws, stream
         self.session: CaptionSession | None = None
         self.client_gone = False
-        self._seq = 0
-        self._lock = asyncio.Lock()  # the session's finals and our errors come from different tasks
+        self._lock = asyncio.Lock()  # a relay's successive sessions may emit at once
 
     async def emit(self, event: ev.Event) -> None:
         async with self._lock:
             lag = self.session.lag(event) if self.session is not None else 0.0
-            event = replace(event, seq=self._seq)
-            self._seq += 1
             data = ev.to_json(event)
             await self.gw.bus.publish(self.stream, data)
             self.gw.metrics.observe(event, lag)
@@ -58,9 +56,6 @@ class Outbox:
                     await self.ws.send_text(json.dumps(data, ensure_ascii=False))
                 except Exception:  # gone mid-send: subscribers still get the rest from the bus
                     self.client_gone = True
-
-    async def error(self, code: str, message: str) -> None:
-        await self.emit(ev.Error(stream=self.stream, seq=0, code=code, message=message))
 
 
 class Refused(Exception):
@@ -113,10 +108,11 @@ async def _heartbeat(gw: Gateway, stream: str) -> None:
 
 
 class Relay:
-    """The `emit` of a protocol's CaptionSession(s): publishes each event (numbered per connection, with metrics,
-    through ingest's Outbox), then `deliver`s it to the protocol. A connection may replace its session (new
-    settings mid-stream): viewers see one stream, so only the first session.started and, once `replacing` is
-    cleared, the last session.ended go on the bus; empty finals (SessionConfig.empty_finals) stay off it too."""
+    """The `emit` of a protocol's CaptionSession(s): publishes each event (with metrics, through the Outbox), then
+    `deliver`s it to the protocol. A connection may replace its session (new settings mid-stream): viewers see one
+    stream, so only the first session.started and, once `replacing` is cleared, the last session.ended go on the
+    bus; empty finals (SessionConfig.empty_finals) stay off it too. What goes on the bus is numbered on through the
+    successive sessions, each of which numbers its own events from 0: the one place a seq is not the session's."""
 
     def __init__(self, gw: Gateway, ws: WebSocket, stream: str, deliver: Deliver) -> None:
         self.outbox = Outbox(gw, ws, stream)
@@ -124,13 +120,15 @@ class Relay:
         self.deliver = deliver
         self.replacing = False  # set while a replaced session closes: its session.ended is not the stream's end
         self._started = False
+        self._seq = 0  # the stream's, across its sessions
 
     def attach(self, session: CaptionSession) -> None:
         self.outbox.session = session  # lag metrics against this session's audio clock
 
     async def emit(self, event: ev.Event) -> None:
         if self._public(event):
-            await self.outbox.emit(event)
+            self._seq += 1
+            await self.outbox.emit(replace(event, seq=self._seq - 1))
         await self.deliver(event)
 
     def _public(self, event: ev.Event) -> bool:

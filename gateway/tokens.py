@@ -5,7 +5,6 @@ Body (JSON, all optional): {"scope": "listen"|"read" (default "read"), "stream":
 checked that the caller holds an API key (gateway/auth.py RULES)."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
