@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.messages import WordTiming
+from engine.messages import UNSPACED_LANGUAGES, WordTiming
 from engine.model import TextDecoder, attention
 from engine.tokenizer import Tokenizer
 
@@ -27,7 +27,6 @@ MEDIAN_WIDTH = 7  # encoder positions of the median filter over each head's atte
 PREPENDED = "\"'“¿([{-"  # punctuation that joins the word after it
 APPENDED = "\"'.。,，!！?？:：”)]}、"  # and the word before it
 SENTENCE_END = ".。!！?？"
-UNSPACED = ("zh", "ja", "yue", "th", "lo", "my")  # words are characters
 
 
 def default_heads(n_layer: int, n_head: int) -> tuple[tuple[int, int], ...]:
@@ -114,7 +113,7 @@ def split_words(tokenizer: Tokenizer, tokens: list[int], language: str) -> list[
             current = []
     if current:
         pieces.append((tokenizer.decode(current), current))
-    if language in UNSPACED:
+    if language in UNSPACED_LANGUAGES:  # words are characters
         return pieces
     words: list[tuple[str, list[int]]] = []
     for text, ids in pieces:
@@ -151,10 +150,10 @@ def align(logits: Tensor, token_logp: Tensor, tokenizer: Tokenizer, text_tokens:
     return timings
 
 
-def tidy(words: list[WordTiming], last_speech: float = 0.0) -> list[WordTiming]:
+def tidy(words: list[WordTiming]) -> list[WordTiming]:
     """whisper's fix-ups on one segment's words: long words at sentence marks capped at twice the median word
-    length, punctuation joined to its word, and a first word after a pause kept from reaching back into it;
-    `last_speech`: where the speech before this segment ended (its time base)."""
+    length, punctuation joined to its word, and a first word after a pause (the segment's start) kept from
+    reaching back into it."""
     durations = [w.end - w.start for w in words if w.end > w.start]
     median = min(0.7, float(np.median(durations))) if durations else 0.0
     longest = 2 * median
@@ -166,7 +165,7 @@ def tidy(words: list[WordTiming], last_speech: float = 0.0) -> list[WordTiming]:
                 elif prev.word in SENTENCE_END:
                     w.start = w.end - longest
     words = _merge_punctuation(words)
-    if words and words[0].end - last_speech > 4 * median and (
+    if words and words[0].end > 4 * median and (
             words[0].end - words[0].start > longest or (len(words) > 1 and words[1].end - words[0].start > 2 * longest)):
         if len(words) > 1 and words[1].end - words[1].start > longest:
             boundary = max(words[1].end / 2, words[1].end - longest)

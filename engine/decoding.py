@@ -16,7 +16,7 @@ from torch import Tensor
 from engine.alignment import align, attend, tidy
 from engine.model import CrossKV, KVCache, Whisper, compaction
 from engine.quant import Int8Linear
-from engine.messages import DecodeOptions, DecodeResult
+from engine.messages import DecodeOptions, DecodeResult, WordTiming
 from engine.mtp import AudioKV, MTPDrafter, MTPHeads, follow
 from engine.tokenizer import Tokenizer
 
@@ -201,9 +201,8 @@ class GreedyDecoder:
         if opts.prompt:
             prompt = tok.encode(" " + opts.prompt.strip())[-(self.model.dims.n_text_ctx // 2 - 1):]
             prefix = [tok.sot_prev, *prompt, tok.sot]
+        tok.check_language(opts.language)
         language = opts.language if tok.multilingual else "en"
-        if language is not None and language not in tok.languages:
-            raise ValueError(f"unknown language {language!r}; known: {', '.join(tok.languages)}")
         row = _Row(key, opts, prefix, language)
         room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task)) - len(opts.prefix)
         if room < opts.max_new_tokens:
@@ -281,12 +280,12 @@ class GreedyDecoder:
             r.out = _cut_loop(r.out, r.opts.repeat_tokens)
         text = self.tok.decode(r.out)
         n = len(r.out) + r.ended
-        words = self._words(r, [k[row] for k in cross.keys], [v[row] for v in cross.values]) \
+        words = self._timed_words(r, [k[row] for k in cross.keys], [v[row] for v in cross.values]) \
             if r.opts.word_timestamps and r.out else ()
         return DecodeResult(tuple(r.out), text, r.language or "en", r.language_prob, r.no_speech_prob, r.logprob / max(n, 1),
                             compression_ratio(text), r.looped, r.forwards, n, tuple(words))
 
-    def _words(self, r: _Row, keys: list[Tensor], values: list[Tensor]) -> list:
+    def _timed_words(self, r: _Row, keys: list[Tensor], values: list[Tensor]) -> list[WordTiming]:
         """The row's output words, timed from the alignment heads' attention over its audio (the forced prefix
         is aligned too, over the audio it was said in, and left out)."""
         start = [self.tok.sot] + self.tok.sot_sequence(r.language, r.opts.task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAMPLE_RATE = 16000  # Hz: every audio array the engine takes is 16 kHz mono float32
+UNSPACED_LANGUAGES = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")  # written without spaces between words
 DRAFT_SOURCES = ("mtp", "previous", "both", None)
 LANGUAGE_AUTO = None
 

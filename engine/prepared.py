@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def save(path: Path, model: Whisper, ckpt: Checkpoint) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: Path, build: callable) -> tuple[Whisper, Checkpoint] | None:
+def load(path: Path, build: Callable[[ModelDimensions], Whisper]) -> tuple[Whisper, Checkpoint] | None:
     """The prepared int8 model and its checkpoint's metadata (no weights), or None if there is none usable.
     `build(dims)` makes the float model skeleton (uninitialised)."""
     try:

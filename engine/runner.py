@@ -74,8 +74,8 @@ class ModelRunner:
             with uninitialised():  # every weight comes from the checkpoint
                 return Whisper(dims, attn_dtype=torch.float64 if exact else None, audio_attn_dtype=audio_dtype)
 
-        int8 = self.compute_type == "int8"
-        loaded = prepared.load(prepared.prepared_path(folder), build) if int8 else None
+        int8, cache = self.compute_type == "int8", prepared.prepared_path(folder)
+        loaded = prepared.load(cache, build) if int8 else None
         if loaded is not None:  # quantised on an earlier start (engine/prepared.py)
             model, ckpt = loaded
         else:
@@ -86,7 +86,7 @@ class ModelRunner:
                 raise ValueError(f"checkpoint {folder} lacks weights: {', '.join(missing)}")
             ckpt = replace(ckpt, state={})  # its float32 copy of every weight must not outlive loading (peak RSS)
             if int8:
-                prepared.save(prepared.prepared_path(folder), quantize_int8(model), ckpt)
+                prepared.save(cache, quantize_int8(model), ckpt)
             elif self.compute_type != "float32":
                 model = model.to(getattr(torch, self.compute_type))
         suppress, suppress_begin = ckpt.suppress_ids, ckpt.suppress_ids_begin

@@ -76,9 +76,7 @@ class Engine:
 
     def check_language(self, language: str | None) -> None:
         """ValueError unless the model can be told `language` (None: detect; an English-only model takes any)."""
-        tokenizer = self.runner.tokenizer
-        if language is not None and tokenizer.multilingual and language not in tokenizer.languages:
-            raise ValueError(f"unknown language {language!r}; known: {', '.join(tokenizer.languages)}")
+        self.runner.tokenizer.check_language(language)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as a prompt."""

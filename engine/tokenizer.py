@@ -48,6 +48,11 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.bpe.decode([i for i in ids if i < self.eot])
 
+    def check_language(self, language: str | None) -> None:
+        """ValueError unless the model can be told `language` (None: detect; an English-only model takes any)."""
+        if language is not None and self.multilingual and language not in self.languages:
+            raise ValueError(f"unknown language {language!r}; known: {', '.join(self.languages)}")
+
     def language_of(self, token: int) -> str:
         return next(code for code, t in self.languages.items() if t == token)
 

@@ -276,8 +276,8 @@ class MemoryBus(Bus):
 
     async def publish(self, stream: str, event: Event) -> str:
         event = json.loads(json.dumps(event))  # same isolation and types as over Redis
-        st = self._streams.pop(stream, None) or _MemStream(deque(maxlen=self.history_len))
-        self._streams[stream] = st  # the most recently published last
+        st = self._stream(stream)
+        self._streams[stream] = self._streams.pop(stream)  # the most recently published last
         st.published = time.monotonic()
         self._expire()
         ms = max(int(time.time() * 1000), st.last[0])

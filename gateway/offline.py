@@ -25,7 +25,7 @@ from vad.offline import merge_segments, segment_audio
 if TYPE_CHECKING:  # torch: the engine is reached through the objects callers pass in
     from engine.messages import DecodeOptions
     from engine.runner import ModelRunner
-    from engine.messages import Transcript
+    from engine.messages import Transcript, WordTiming
     from engine.service import Engine
 
 WINDOW_S = 30.0  # the engine's longest segment
@@ -172,13 +172,18 @@ def assemble(name: str, got: list[Piece], audio_s: float, wall_s: float, default
     )
 
 
+def word_dicts(timed: tuple[WordTiming, ...], offset: float, span: tuple[float, float] | None = None) -> list[dict]:
+    """The engine's timed words as JSON: `offset` seconds added (where the decoded audio began), times kept inside
+    `span` if given."""
+    lo, hi = span or (float("-inf"), float("inf"))
+    at = lambda t: round(min(max(offset + t, lo), hi), 3)  # noqa: E731
+    return [{"word": w.word.strip(), "start": at(w.start), "end": at(w.end), "probability": round(w.probability, 3)}
+            for w in timed if w.word.strip()]
+
+
 def words(piece: Piece) -> list[dict] | None:
     """A piece's timed words in file seconds, or None when its decode did not time them."""
-    timed = piece.transcript.result.words
-    if not timed:
-        return None
-    return [{"word": w.word.strip(), "start": round(piece.start + w.start, 3), "end": round(piece.start + w.end, 3),
-             "probability": round(w.probability, 3)} for w in timed if w.word.strip()]
+    return word_dicts(piece.transcript.result.words, piece.start) if piece.transcript.result.words else None
 
 
 def transcribe_file(runner: ModelRunner, path: str, options: DecodeOptions, progress: bool = False) -> FileTranscript:

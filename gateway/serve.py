@@ -5,11 +5,10 @@ uvicorn stops listening, closes the WebSockets with 1012 (the ingest handlers th
 published), waits for the handlers and runs the lifespan shutdown (engine and bus closed: gateway/app.py)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
-
-import asyncio
 
 import h11
 import uvicorn

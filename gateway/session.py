@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.messages import DecodeOptions, Transcript
+from engine.messages import UNSPACED_LANGUAGES, DecodeOptions, Transcript
 from engine.scheduler import Cancelled, Overloaded, Superseded
 from gateway import events as ev
 from gateway.media import SAMPLE_RATE
-from gateway.offline import separator
+from gateway.offline import separator, word_dicts
 from vad import events as vad
 from vad.config import SegmenterConfig
 from vad.segmenter import Segmenter
@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # the engine's service holds torch: the gateway gets one hand
 log = logging.getLogger("livecaptions.session")
 
 Emit = Callable[[ev.Event], Awaitable[None]]
-CHARACTER_LANGUAGES = ("zh", "ja", "yue", "th", "lo", "my", "km", "bo")  # written without spaces between words
 _WORD = re.compile(r"\S+")
 # A segment is decoded after the one before it when that one ended at most CONTEXT_GAP_S earlier and is at most
 # CONTEXT_MAX_S long: its audio leads the new audio and its final's tokens are forced as the transcript's start, so a
@@ -65,7 +64,7 @@ def stable_prefix(previous: str, current: str, language: str | None = None) -> s
     """The part of `current` that `previous` agrees with: their longest common prefix in whole words (characters for
     languages written without spaces), as a prefix of `current`. A word still being spoken ("coun" -> "country")
     differs, so only words both drafts finished count."""
-    if language in CHARACTER_LANGUAGES:
+    if language in UNSPACED_LANGUAGES:
         n = 0
         while n < min(len(previous), len(current)) and previous[n] == current[n]:
             n += 1
@@ -504,10 +503,7 @@ class CaptionSession:
         """The final's words in stream seconds, if the stream asked for them."""
         if not self.config.words or not isinstance(seg.result, Transcript):
             return None
-        at, end = seg.start - seg.lead, float(seg.end)
-        clamp = lambda t: round(min(max(at + t, seg.start), end), 3)  # noqa: E731 (inside the segment)
-        return [{"word": w.word.strip(), "start": clamp(w.start), "end": clamp(w.end),
-                 "probability": round(w.probability, 3)} for w in seg.result.result.words if w.word.strip()]
+        return word_dicts(seg.result.result.words, seg.start - seg.lead, (seg.start, float(seg.end)))
 
     async def _emit(self, cls: type, **fields: Any) -> None:
         async with self._lock:

@@ -14,6 +14,7 @@ import webvtt
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.messages import UNSPACED_LANGUAGES
 from gateway.bus import Event
 from gateway.config import STREAM_ID
 from gateway.errors import error_response
@@ -21,7 +22,6 @@ from gateway.state import Gateway
 
 LINE_CHARS = 42  # the common subtitle guideline for one line
 PAUSE_S = 1.0
-UNSPACED = ("zh", "ja", "yue", "th", "lo", "my")  # languages written without spaces between words
 MEDIA_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
 
 
@@ -47,7 +47,7 @@ def cues(finals: list[Event], line_chars: int = LINE_CHARS) -> list[tuple[float,
         if not words:
             out.append((e["start"], e["end"], e["text"].strip()))
             continue
-        gap = "" if e.get("language") in UNSPACED else " "
+        gap = "" if e.get("language") in UNSPACED_LANGUAGES else " "
         line: list[dict] = []
         for w in words:
             text = gap.join(x["word"] for x in line + [w])

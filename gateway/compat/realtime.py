@@ -538,9 +538,8 @@ class Connection(Protocol):
         await self.session.close()
         await close(self.ws, 1000)
 
-    async def refuse(self, e: Ended) -> None:
-        code = "frame_too_big" if e.code == 1009 else "invalid_value"
-        await self.error(f"{e.message}: send audio in smaller appends" if e.code == 1009 else e.message, code)
+    async def refuse(self, e: Ended) -> None:  # the loop's only refusal here: a frame over --max-frame-bytes
+        await self.error(f"{e.message}: send audio in smaller appends", "frame_too_big")
         await self.session.abort()
         await close(self.ws, e.code)
 
