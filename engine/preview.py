@@ -1,12 +1,13 @@
-"""Previews of a growing segment that encode only its new audio.
+"""Decodes of a growing segment that encode only its new audio.
 
-A live segment is decoded again every half second for its partial caption, and encoding the whole segment each
-time makes a preview cost grow with the segment (quadratic over it). Here a stream's previews keep the encoder's
-keys/values, and the decoder's cross-attention keys/values, of the positions an earlier preview already
-encoded, and each preview encodes only the positions after them, attending over the kept ones
+A live segment is decoded again every quarter second for its partial caption, and encoding the whole segment each
+time makes a decode cost grow with the segment (quadratic over it). Here a stream's decodes keep the encoder's
+keys/values, and the decoder's cross-attention keys/values, of the positions an earlier decode already
+encoded, and each decode encodes only the positions after them, attending over the kept ones
 (`AudioEncoder.extend`). The kept positions never saw the audio after them, so this approximates the full
-encode, at a third of the encoder time (tests/engine/test_preview.py bounds the difference in words; figures in
-docs/performance.md). Finals, and pauses (which may become finals), always get the full encode.
+encode, at a fraction of the encoder time (tests/engine/test_preview.py bounds the difference in words; figures in
+docs/performance.md). Partials start such a state; a pause's decode and a final extend the one their partials
+left, so a final encodes its last half second and the padding, not the whole segment (engine/service.py).
 
 The positions of the last MARGIN_S of audio are encoded again by the next preview: they saw only the silence
 padding after them, and re-encoding them with the audio that follows keeps word endings right. The audio is

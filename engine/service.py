@@ -5,8 +5,8 @@
 
 Continuous batching, as a two-stage pipeline. The encoder worker admits what the scheduler picks
 (engine/scheduler.py decides everything about what runs when: finals first, earliest due first, partials within
-their budget and share), encodes them (a partial only the audio that is new since its stream's last
-partial: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
+their budget and share), encodes them (only the audio that is new since its stream's last decode
+where one was kept: engine/preview.py) and prefills their decoding. The decoder worker joins them to the
 running decode batch between steps, runs one decoder step of the whole batch at a time (MTP/previous drafts
 verified inside it) and resolves the rows that finished. So a final waits for at most the encode in progress and
 its own, never for a batch of partials to finish decoding; and encoding overlaps decoding. Cancelling the
@@ -27,7 +27,9 @@ from engine.preview import Preview
 from engine.runner import ModelRunner
 from engine.scheduler import PARTIAL_SHARE, Cancelled, Request, Scheduler
 
-MAX_PREVIEWS = 1024  # streams whose growing segment's encoding is kept for their next partial (engine/preview.py)
+# audio whose encoding is kept for streams' next decodes, all streams together (about 2.5 MB a second for base);
+# the least recently used goes first, and its stream's next decode encodes in full
+MAX_KEPT_S = 300.0
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Engine:
         self._retry: list[_Running] = []  # looped in trim mode: encoded again over the 30 s window, ahead of the queue
         self._preparing: list[_Running] = []  # being encoded
         self._decoding: list[_Running] = []  # rows of the decode batch (the decoder's own list, as of its last step)
-        self._previews: dict[str, Preview] = {}  # by stream: its current segment's encoding, kept for its next partial
+        self._previews: dict[str, Preview] = {}  # by stream: its latest segment's encoding, kept for its next decodes
         self._threads = [threading.Thread(target=loop, name=f"livecaptions-{name}", daemon=True)
                          for name, loop in (("encoder", self._encode_loop), ("decoder", self._decode_loop))]
         for thread in self._threads:
@@ -250,16 +252,17 @@ class Engine:
                 self._wake.notify_all()
 
     def _preview(self, req: Request) -> Preview | None:
-        """The kept encoding of `req`'s stream when it is a preview; a final ends its segment, and so the state."""
-        if req.final:
-            self._previews.pop(req.stream, None)
+        """The kept encoding of `req`'s stream to extend: a partial's always (it starts one), a pause's or a final's
+        when it holds positions their audio extends (else they are encoded in full, as offline, and it goes). A
+        final keeps it: the next segment's decodes, led by this one's audio, extend it."""
+        state = self._previews.pop(req.stream, None)
+        if (req.final or req.pause) and not (state is not None and state.encoder.length and state.extends(req.audio)):
             return None
-        if req.pause:  # may become the final: encoded in full, and the segment may go on
-            return None
-        state = self._previews.pop(req.stream, None) or Preview()
+        state = state or Preview()
         self._previews[req.stream] = state  # most recently used last
-        if len(self._previews) > MAX_PREVIEWS:
-            del self._previews[next(iter(self._previews))]
+        kept = sum(len(p.audio) for p in self._previews.values())
+        while kept > MAX_KEPT_S * SAMPLE_RATE and len(self._previews) > 1:
+            kept -= len(self._previews.pop(next(iter(self._previews))).audio)
         return state
 
     def _start(self, group: list[_Running], encoder: str | None,

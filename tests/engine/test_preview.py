@@ -1,5 +1,5 @@
-"""Previews of a growing segment encode only the audio that is new since the stream's last preview, read nearly
-what the full encode reads, start afresh on other audio, and are dropped with their segment."""
+"""Decodes of a growing segment encode only the audio that is new since the stream's last decode, read nearly what
+the full encode reads, start afresh on other audio, and are kept across a final for the segment it leads."""
 from __future__ import annotations
 
 import asyncio
@@ -60,25 +60,35 @@ def test_a_preview_of_other_audio_starts_afresh(runners, speech):
     assert _decode(runner, b, opts, state) == _decode(runner, b, opts, Preview())  # nothing of `a` is used
 
 
-def test_engine_keeps_a_preview_per_stream_until_its_final(runners, speech):
+def test_engine_keeps_a_stream_s_encoding_across_its_final(runners, speech, monkeypatch):
+    """Partials start a stream's kept encoding, its final extends it and keeps it (the next segment, led by this
+    one's audio, extends it again); a final with nothing kept is encoded in full and keeps nothing; the least
+    recently used goes beyond MAX_KEPT_S of audio; cancelling a stream drops its own."""
     runner = runners("base", "int8")
     audio = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
     engine = Engine(runner)
     opts = DecodeOptions(language="en")
+    monkeypatch.setattr("engine.service.MAX_KEPT_S", 10.0)
 
     async def main():
         for end in (3, 4, 5):
             await engine.transcribe(audio[: end * SAMPLE_RATE], opts, stream="a", final=False)
         await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="b", final=False)
-        kept = dict(engine._previews)
-        await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)  # segment over
-        after_final = dict(engine._previews)
+        kept = {k: v.encoder.length for k, v in engine._previews.items()}
+        await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)  # extends a's
+        await engine.transcribe(audio[: 4 * SAMPLE_RATE], opts, stream="c", final=True)  # nothing kept: in full
+        after_final = {k: v.encoder.length for k, v in engine._previews.items()}
+        await engine.transcribe(audio[: 9 * SAMPLE_RATE], opts, stream="a", final=False)  # 8.5 + 2.5 s kept
+        await engine.transcribe(audio[: 4 * SAMPLE_RATE], opts, stream="b", final=False)  # > 10 s: a's goes
+        evicted = set(engine._previews)
         engine.cancel_stream("b")
-        return kept, after_final
+        return kept, after_final, evicted
 
     try:
-        kept, after_final = asyncio.run(main())
+        kept, after_final, evicted = asyncio.run(main())
     finally:
         engine.close()
-    assert set(kept) == {"a", "b"} and kept["a"].encoder.length > kept["b"].encoder.length > 0
-    assert set(after_final) == {"b"} and engine._previews == {}
+    per_s = SAMPLE_RATE // HOP_LENGTH // 2  # encoder positions per second
+    assert kept == {"a": int((5 - MARGIN_S) * per_s), "b": int((3 - MARGIN_S) * per_s)}
+    assert after_final == {"b": kept["b"], "a": int((6 - MARGIN_S) * per_s)}
+    assert evicted == {"b"} and engine._previews == {}
