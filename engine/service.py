@@ -252,11 +252,11 @@ class Engine:
                 self._wake.notify_all()
 
     def _preview(self, req: Request) -> Preview | None:
-        """The kept encoding of `req`'s stream to extend: a partial's always (it starts one), a pause's or a final's
-        when it holds positions their audio extends (else they are encoded in full, as offline, and it goes). A
-        final keeps it: the next segment's decodes, led by this one's audio, extend it."""
+        """The kept encoding of `req`'s stream to extend: a partial's and a pause's always (they start one), a
+        final's when it holds positions its audio extends (else the final is encoded in full, as offline, and it
+        goes). A final keeps it: the next segment's decodes, led by this one's audio, extend it."""
         state = self._previews.pop(req.stream, None)
-        if (req.final or req.pause) and not (state is not None and state.encoder.length and state.extends(req.audio)):
+        if req.final and not (state is not None and state.encoder.length and state.extends(req.audio)):
             return None
         state = state or Preview()
         self._previews[req.stream] = state  # most recently used last

@@ -61,7 +61,7 @@ def test_a_preview_of_other_audio_starts_afresh(runners, speech):
 
 
 def test_engine_keeps_a_stream_s_encoding_across_its_final(runners, speech, monkeypatch):
-    """Partials start a stream's kept encoding, its final extends it and keeps it (the next segment, led by this
+    """Partials and pauses start a stream's kept encoding, its final extends it and keeps it (the next segment, led by this
     one's audio, extends it again); a final with nothing kept is encoded in full and keeps nothing; the least
     recently used goes beyond MAX_KEPT_S of audio; cancelling a stream drops its own."""
     runner = runners("base", "int8")
@@ -73,7 +73,7 @@ def test_engine_keeps_a_stream_s_encoding_across_its_final(runners, speech, monk
     async def main():
         for end in (3, 4, 5):
             await engine.transcribe(audio[: end * SAMPLE_RATE], opts, stream="a", final=False)
-        await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="b", final=False)
+        await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="b", final=False, pause=True)  # starts one too
         kept = {k: v.encoder.length for k, v in engine._previews.items()}
         await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)  # extends a's
         await engine.transcribe(audio[: 4 * SAMPLE_RATE], opts, stream="c", final=True)  # nothing kept: in full
