@@ -6,11 +6,13 @@ keys/values, and the decoder's cross-attention keys/values, of the positions an 
 encoded, and each decode encodes only the positions after them, attending over the kept ones
 (`AudioEncoder.extend`). The kept positions never saw the audio after them, so this approximates the full
 encode, at a fraction of the encoder time (tests/engine/test_preview.py bounds the difference in words; figures in
-docs/performance.md). Partials start such a state; a pause's decode and a final extend the one their partials
-left, so a final encodes its last half second and the padding, not the whole segment (engine/service.py).
+docs/performance.md). Partials start such a state. On a busy engine a pause's decode starts or extends it too,
+and a final extends the one its partials and pauses left, so it encodes its last second and the padding, not the
+whole segment; an engine with nothing else to do encodes them in full, as offline (engine/service.py).
 
-The positions of the last MARGIN_S of audio are encoded again by the next preview: they saw only the silence
-padding after them, and re-encoding them with the audio that follows keeps word endings right. The audio is
+The positions of the last MARGIN_S of audio are encoded again by the next decode: they saw only the silence
+padding after them, and re-encoding them with the audio that follows keeps word endings right. Half a second was
+too little for a segment's first words: Mandarin finals misread their first characters (docs/performance.md). The audio is
 followed by the same silence as in the full encode (EngineConfig.trim_pad_s), so a preview differs from it only
 in its kept positions: a shorter pad read more words differently.
 """
@@ -24,7 +26,7 @@ import torch
 from engine.audio import HOP_LENGTH, HOP_PAD, N_FRAMES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.model import CrossKV, EncoderCache, Whisper
 
-MARGIN_S = 0.5
+MARGIN_S = 1.0
 
 
 @dataclass

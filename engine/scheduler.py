@@ -163,5 +163,9 @@ class Scheduler:
         self._credit_at = now
         return self.credit
 
+    def requests(self) -> list[Request]:
+        """Every queued request."""
+        return [*self.finals.values(), *self.partials.values()]
+
     def __len__(self) -> int:
         return len(self.finals) + len(self.partials)

@@ -181,6 +181,9 @@ class Engine:
                     taken, shed = self._scheduler.schedule(room, final_busy) if room > 0 else ([], [])
                     self._drop(shed)
                     admitted = [_Running(i, req, self._futures.pop(i)) for i, req, _ in taken]
+                    # other streams wait or decode: pauses and finals extend their kept encodings (_preview)
+                    streams = {r.stream for r in self._scheduler.requests()} | {a.request.stream for a in flight}
+                    busy = len(streams | {a.request.stream for a in admitted}) > 1
                     self._lags(taken)
                     if retry or admitted:
                         break
@@ -189,7 +192,7 @@ class Engine:
                 # False: its caller cancelled it while it was queued
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
-                previews = [self._preview(a.request) for a in admitted]
+                previews = [self._preview(a.request, busy) for a in admitted]
                 # The decoder's only input is this worker's output: idle now, it stays idle through this encode,
                 # which may then use its cores too.
                 self.runner.share_cores(1 if not (self._decoding or self._ready) else len(self._threads))
@@ -251,13 +254,19 @@ class Engine:
                 self.stats = replace(self.stats, steps=self.stats.steps + stepped, decode_s=self.stats.decode_s + spent)
                 self._wake.notify_all()
 
-    def _preview(self, req: Request) -> Preview | None:
-        """The kept encoding of `req`'s stream to extend: a partial's and a pause's always (they start one), a
-        final's when it holds positions its audio extends (else the final is encoded in full, as offline, and it
-        goes). A final keeps it: the next segment's decodes, led by this one's audio, extend it."""
+    def _preview(self, req: Request, busy: bool) -> Preview | None:
+        """The kept encoding of `req`'s stream to extend, or None to encode it in full. A partial's always (it starts
+        one). A pause's or a final's only when `busy` (other streams wait or decode): the kept positions only
+        approximate the full encode (engine/preview.py), so an engine with time to spare encodes them in full, as
+        offline; a busy one extends the state (a final only one that holds positions its audio extends) and a final
+        keeps it, as the next segment's decodes, led by this one's audio, extend it."""
+        if req.final or req.pause:
+            kept = self._previews.get(req.stream)
+            if not busy or (req.final and not (kept is not None and kept.encoder.length and kept.extends(req.audio))):
+                if req.final:  # its segment is over: what its partials kept goes
+                    self._previews.pop(req.stream, None)
+                return None
         state = self._previews.pop(req.stream, None)
-        if req.final and not (state is not None and state.encoder.length and state.extends(req.audio)):
-            return None
         state = state or Preview()
         self._previews[req.stream] = state  # most recently used last
         kept = sum(len(p.audio) for p in self._previews.values())

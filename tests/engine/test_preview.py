@@ -60,35 +60,46 @@ def test_a_preview_of_other_audio_starts_afresh(runners, speech):
     assert _decode(runner, b, opts, state) == _decode(runner, b, opts, Preview())  # nothing of `a` is used
 
 
-def test_engine_keeps_a_stream_s_encoding_across_its_final(runners, speech, monkeypatch):
-    """Partials and pauses start a stream's kept encoding, its final extends it and keeps it (the next segment, led by this
-    one's audio, extends it again); a final with nothing kept is encoded in full and keeps nothing; the least
-    recently used goes beyond MAX_KEPT_S of audio; cancelling a stream drops its own."""
+def test_a_busy_engine_extends_kept_encodings_an_idle_one_encodes_finals_in_full(runners, speech, monkeypatch):
+    """Idle, a stream's final is encoded in full (the same tokens as offline) and what its partials kept goes. While
+    other streams decode, pauses start or extend a stream's kept encoding, its final extends it and keeps it (the
+    next segment, led by this one's audio, extends it again), and the least recently used goes beyond MAX_KEPT_S."""
     runner = runners("base", "int8")
     audio = load_clip(next(c for c in speech if c.path.name == "jfk.wav"))
+    load = load_clip(next(c for c in speech if c.duration_s > 25))[: 30 * SAMPLE_RATE]
     engine = Engine(runner)
     opts = DecodeOptions(language="en")
-    monkeypatch.setattr("engine.service.MAX_KEPT_S", 10.0)
+    monkeypatch.setattr("engine.service.MAX_KEPT_S", 6.0)
+    per_s = SAMPLE_RATE // HOP_LENGTH // 2  # encoder positions per second
+    kept = lambda: {k: v.encoder.length for k, v in engine._previews.items()}  # noqa: E731
 
     async def main():
-        for end in (3, 4, 5):
+        for end in (3, 4):
             await engine.transcribe(audio[: end * SAMPLE_RATE], opts, stream="a", final=False)
-        await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="b", final=False, pause=True)  # starts one too
-        kept = {k: v.encoder.length for k, v in engine._previews.items()}
-        await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)  # extends a's
-        await engine.transcribe(audio[: 4 * SAMPLE_RATE], opts, stream="c", final=True)  # nothing kept: in full
-        after_final = {k: v.encoder.length for k, v in engine._previews.items()}
-        await engine.transcribe(audio[: 9 * SAMPLE_RATE], opts, stream="a", final=False)  # 8.5 + 2.5 s kept
-        await engine.transcribe(audio[: 4 * SAMPLE_RATE], opts, stream="b", final=False)  # > 10 s: a's goes
-        evicted = set(engine._previews)
+        started = kept()
+        idle = await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)
+        after_idle = kept()
+        busy = [asyncio.ensure_future(engine.transcribe(load, opts, stream=f"load{i}")) for i in range(4)]
+        while engine.stats.steps < 2:  # the other streams decode
+            await asyncio.sleep(0.005)
+        await engine.transcribe(audio[: 3 * SAMPLE_RATE], opts, stream="a", final=False, pause=True)
+        await engine.transcribe(audio[: 5 * SAMPLE_RATE], opts, stream="a", final=False, pause=True)
+        paused = kept()
+        await engine.transcribe(audio[: 6 * SAMPLE_RATE], opts, stream="a", final=True)
+        after_busy = kept()
+        for end in (4, 5):  # a's 5 s and b's 3 s kept: over 6 s, so a's goes
+            await engine.transcribe(audio[: end * SAMPLE_RATE], opts, stream="b", final=False, pause=True)
+        evicted = kept()
+        assert engine.stats.steps > 0 and not all(f.done() for f in busy)  # it was busy throughout
+        await asyncio.gather(*busy)
         engine.cancel_stream("b")
-        return kept, after_final, evicted
+        return started, idle, after_idle, paused, after_busy, evicted
 
     try:
-        kept, after_final, evicted = asyncio.run(main())
+        started, idle, after_idle, paused, after_busy, evicted = asyncio.run(main())
     finally:
         engine.close()
-    per_s = SAMPLE_RATE // HOP_LENGTH // 2  # encoder positions per second
-    assert kept == {"a": int((5 - MARGIN_S) * per_s), "b": int((3 - MARGIN_S) * per_s)}
-    assert after_final == {"b": kept["b"], "a": int((6 - MARGIN_S) * per_s)}
-    assert evicted == {"b"} and engine._previews == {}
+    assert started == {"a": int((4 - MARGIN_S) * per_s)} and after_idle == {}
+    assert idle.result.tokens == runner.transcribe([audio[: 6 * SAMPLE_RATE]], opts)[0].result.tokens
+    assert paused == {"a": int((5 - MARGIN_S) * per_s)} and after_busy == {"a": int((6 - MARGIN_S) * per_s)}
+    assert evicted == {"b": int((5 - MARGIN_S) * per_s)} and engine._previews == {}
