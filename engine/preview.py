@@ -7,12 +7,11 @@ encoded, and each decode encodes only the positions after them, attending over t
 (`AudioEncoder.extend`). The kept positions never saw the audio after them, so this approximates the full
 encode, at a fraction of the encoder time (tests/engine/test_preview.py bounds the difference in words; figures in
 docs/performance.md). Partials start such a state. On a busy engine a pause's decode starts or extends it too,
-and a final extends the one its partials and pauses left, so it encodes its last second and the padding, not the
-whole segment; an engine with nothing else to do encodes them in full, as offline (engine/service.py).
+and a final extends the one its partials and pauses left, so it encodes its last half second and the padding, not
+the whole segment; an engine with nothing else to do encodes them in full, as offline (engine/service.py).
 
 The positions of the last MARGIN_S of audio are encoded again by the next decode: they saw only the silence
-padding after them, and re-encoding them with the audio that follows keeps word endings right. Half a second was
-too little for a segment's first words: Mandarin finals misread their first characters (docs/performance.md). The audio is
+padding after them, and re-encoding them with the audio that follows keeps word endings right. The audio is
 followed by the same silence as in the full encode (EngineConfig.trim_pad_s), so a preview differs from it only
 in its kept positions: a shorter pad read more words differently.
 """
@@ -26,7 +25,7 @@ import torch
 from engine.audio import HOP_LENGTH, HOP_PAD, N_FRAMES, SAMPLE_RATE, log_mel_spectrogram, n_frames
 from engine.model import CrossKV, EncoderCache, Whisper
 
-MARGIN_S = 1.0
+MARGIN_S = 0.5
 
 
 @dataclass
