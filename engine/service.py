@@ -266,12 +266,11 @@ class Engine:
                 if req.final:  # its segment is over: what its partials kept goes
                     self._previews.pop(req.stream, None)
                 return None
-        state = self._previews.pop(req.stream, None)
-        state = state or Preview()
+        state = self._previews.pop(req.stream, None) or Preview()
         self._previews[req.stream] = state  # most recently used last
-        kept = sum(len(p.audio) for p in self._previews.values())
-        while kept > MAX_KEPT_S * SAMPLE_RATE and len(self._previews) > 1:
-            kept -= len(self._previews.pop(next(iter(self._previews))).audio)
+        held = sum(len(p.audio) for p in self._previews.values())
+        while held > MAX_KEPT_S * SAMPLE_RATE and len(self._previews) > 1:
+            held -= len(self._previews.pop(next(iter(self._previews))).audio)
         return state
 
     def _start(self, group: list[_Running], encoder: str | None,
