@@ -38,6 +38,11 @@ class Request:
     pause: bool = False  # a partial of the segment up to a pause: likely its final (scheduled before partials)
     slack_s: float = 0.0  # seconds after it arrives by which its result is wanted
 
+    @property
+    def urgent(self) -> bool:
+        """A final, or a pause (likely the final): not a preview."""
+        return self.final or self.pause
+
 
 class Superseded(Exception):
     """A newer partial of the same stream replaced this one before it ran."""
@@ -146,7 +151,7 @@ class Scheduler:
 
     def charge(self, started: list[Request], seconds: float) -> None:
         """An admission took `seconds` of the encoder: previews alone (no final, no pause) spend partial credit."""
-        if started and not any(r.final or r.pause for r in started):
+        if started and not any(r.urgent for r in started):
             self.credit -= seconds
 
     def wake_in(self, final_in_flight: bool = False) -> float | None:

@@ -60,7 +60,6 @@ class Engine:
         self._retry: list[_Running] = []  # looped in trim mode: encoded again over the 30 s window, ahead of the queue
         self._preparing: list[_Running] = []  # being encoded
         self._decoding: list[_Running] = []  # rows of the decode batch (the decoder's own list, as of its last step)
-        self._holding = False  # the encoder encodes a final or a pause, and the decoder's previews wait for it
         self._previews: dict[str, Preview] = {}  # by stream: its latest segment's encoding, kept for its next decodes
         self._threads = [threading.Thread(target=loop, name=f"livecaptions-{name}", daemon=True)
                          for name, loop in (("encoder", self._encode_loop), ("decoder", self._decode_loop))]
@@ -182,9 +181,6 @@ class Engine:
                     taken, shed = self._scheduler.schedule(room, final_busy) if room > 0 else ([], [])
                     self._drop(shed)
                     admitted = [_Running(i, req, self._futures.pop(i)) for i, req, _ in taken]
-                    # other streams wait or decode: pauses and finals extend their kept encodings (_preview)
-                    streams = {r.stream for r in self._scheduler.requests()} | {a.request.stream for a in flight}
-                    busy = len(streams | {a.request.stream for a in admitted}) > 1
                     self._lags(taken)
                     if retry or admitted:
                         break
@@ -193,19 +189,19 @@ class Engine:
                 # False: its caller cancelled it while it was queued
                 admitted = [a for a in admitted if a.future.set_running_or_notify_cancel()]
                 self._preparing = retry + admitted
+                # other streams wait or decode: pauses and finals extend their kept encodings (_preview)
+                streams = {r.stream for r in self._scheduler.requests()} | {a.request.stream for a in flight}
+                busy = len(streams | {a.request.stream for a in admitted}) > 1
                 previews = [self._preview(a.request, busy) for a in admitted]
-                # A final or a pause to encode while the decoder holds only previews: they wait for it (_decode_loop)
-                self._holding = any(map(_urgent, admitted)) and not any(map(_urgent, self._in_flight()))
-                # The decoder's only input is this worker's output: idle now (or holding), it stays so through this
-                # encode, which may then use its cores too.
-                self.runner.share_cores(1 if self._holding or not (self._decoding or self._ready)
-                                        else len(self._threads))
+                # The decoder's only input is this worker's output: idle now, it stays idle through this encode,
+                # which may then use its cores too.
+                self.runner.share_cores(1 if not (self._decoding or self._ready) else len(self._threads))
             t0 = time.perf_counter()
             started = [new for group, encoder, kept in ((retry, "full", None), (admitted, None, previews))
                        if group and (new := self._start(group, encoder, kept)) is not None]
             spent = time.perf_counter() - t0
             with self._wake:
-                self._preparing, self._holding = [], False  # a request that could not start has its future failed
+                self._preparing = []  # a request that could not start has its future failed
                 self._ready += started
                 if admitted:
                     self._record(admitted, spent)
@@ -218,7 +214,7 @@ class Engine:
         running: dict[int, _Running] = {}
         while True:
             with self._wake:
-                while not (self._ready or running) or self._holding:
+                while not (self._ready or running):
                     if self._closed and self._idle():
                         return
                     self._wake.wait()
@@ -264,7 +260,7 @@ class Engine:
         approximate the full encode (engine/preview.py), so an engine with time to spare encodes them in full, as
         offline; a busy one extends the state (a final only one that holds positions its audio extends) and a final
         keeps it, as the next segment's decodes, led by this one's audio, extend it."""
-        if req.final or req.pause:
+        if req.urgent:
             kept = self._previews.get(req.stream)
             if not busy or (req.final and not (kept is not None and kept.encoder.length and kept.extends(req.audio))):
                 if req.final:  # its segment is over: what its partials kept goes
@@ -301,11 +297,6 @@ class Engine:
         self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
                              audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / SAMPLE_RATE,
                              encode_s=s.encode_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
-
-
-def _urgent(a: _Running) -> bool:
-    """A final, or a pause (likely the final)."""
-    return a.request.final or a.request.pause
 
 
 def _fail(running: dict[int, _Running], error: Exception) -> None:
