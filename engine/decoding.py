@@ -22,6 +22,10 @@ from engine.tokenizer import Tokenizer
 
 PREVIOUS_DRAFT_LEN = 24  # tokens of a previous hypothesis verified per forward: they are usually all right (README: MTP)
 GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (README: MTP)
+# A row verifies PREVIOUS_DRAFT_LEN drafts at first; after a rejection only one past what was accepted (at least
+# MIN_DRAFT_LEN), doubling again while all are accepted. Under load a hypothesis is often stale: 16 live streams fed
+# 8376 draft positions of which 17 % were accepted, each as costly as a token (docs/performance.md).
+MIN_DRAFT_LEN = 2
 REREAD_MIN = 3  # tokens: a shorter transcript said twice may be what was said ("no, no")
 
 
@@ -42,6 +46,7 @@ class _Row:
     guess: tuple[int, ...] = ()  # the audio head's guess at the whole transcript (engine/mtp.py: CTCHead)
     lookahead: list[int] = field(default_factory=list)  # greedy's picks after the last rejected draft
     positions: int = 0  # encoder positions of its audio itself, not padding (0: all): word timing reads those
+    draft_len: int = PREVIOUS_DRAFT_LEN  # drafts it verifies next (MIN_DRAFT_LEN)
 
     @property
     def cap(self) -> int:
@@ -159,7 +164,8 @@ class GreedyDecoder:
         if not batch.rows or not draft:
             return finished
         rows, cache = batch.rows, batch.cache
-        drafts = [d[: max(0, r.cap - len(r.out))] for r, d in zip(rows, self._drafts(rows, batch.last_hidden, batch.cross))]
+        drafts = [d[: min(r.draft_len, max(0, r.cap - len(r.out)))]
+                  for r, d in zip(rows, self._drafts(rows, batch.last_hidden, batch.cross))]
         start = cache.lengths.clone()
         hidden, starts = self._forward(cache, batch.cross, [[r.out[-1]] + d for r, d in zip(rows, drafts)], rows)
         accepted = []
@@ -168,6 +174,8 @@ class GreedyDecoder:
             while m < len(d) and d[m] == c[m][0]:
                 m += 1
             accepted.append(m)
+            if d:
+                r.draft_len = min(PREVIOUS_DRAFT_LEN, 2 * len(d)) if m == len(d) else max(MIN_DRAFT_LEN, m + 1)
             self._accept(r, c[: m + 1])
             r.lookahead = [t for t, _ in c[m + 1 :]] if m < len(d) else []
         acc = torch.tensor(accepted, device=self.device)
