@@ -252,7 +252,7 @@ class GreedyDecoder:
             row.logprob += lp
             if len(row.out) >= row.cap:
                 row.done = True
-            elif self._loops(row.out, row.opts.repeat_tokens):
+            elif self._loops(row.out, row.opts.repeat_tokens) or (row.opts.repeat_tokens and _rereads(row.out)):
                 row.done = row.looped = True
             elif row.opts.repeat_tokens and len(row.out) >= 2 * row.opts.repeat_tokens and len(row.out) % 16 == 0:
                 row.looped = row.done = compression_ratio(self.tok.decode(row.out)) > row.opts.compression_ratio_threshold
@@ -316,6 +316,13 @@ def _reread(out: list[int]) -> int | None:
         if out[p:] == out[: len(out) - p]:
             return p
     return None
+
+
+def _rereads(out: list[int]) -> bool:
+    """Whether `out` has read a transcript of at least REREAD_MIN tokens twice over and begun it a third time: the
+    loop of a trimmed short segment, stopped here instead of after repeat_tokens or more (_reread keeps one)."""
+    n = len(out)
+    return any(out[p:] == out[: n - p] for p in range(REREAD_MIN, (n - REREAD_MIN) // 2 + 1) if out[p] == out[0])
 
 
 def _cut_loop(out: list[int], span: int) -> list[int]:

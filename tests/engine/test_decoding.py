@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from support.speech import error_rate
-from engine.decoding import GreedyDecoder, _cut_loop, _reread
+from engine.decoding import REREAD_MIN, GreedyDecoder, _cut_loop, _reread, _rereads
 from engine.messages import DecodeOptions
 from tests.conftest import load_clip
 
@@ -101,10 +101,14 @@ def test_loop_guard_cuts_a_repeated_phrase():
 
 def test_a_short_segment_read_twice_over_is_one_clean_read(runners, speech):
     """Trimmed to 2.5 s, "And so my fellow Americans." comes out, then again from its start: that is the transcript,
-    kept once and not a loop (a loop is decoded again over the 30 s window, at an encode of 30 s of audio)."""
+    kept once and not a loop (a loop is decoded again over the 30 s window, at an encode of 30 s of audio). The
+    decode stops once a third reading begins, not after repeat_tokens or more."""
     t = runners("base", "int8").transcribe([load_clip(speech[0])[: 40000]], DecodeOptions(language="en"))[0]
     assert t.text == "And so my fellow Americans." and not t.result.looped
+    assert t.result.forwards <= 2 * len(t.result.tokens) + REREAD_MIN + 2  # two readings, a third begun, the prompt
     assert _reread([5, 6, 7, 5, 6, 7, 5, 6]) == 3 and _reread([5, 5, 5, 5]) is None and _reread([1, 2, 3, 4]) is None
+    assert _rereads([5, 6, 7, 5, 6, 7, 5, 6, 7]) and not _rereads([5, 6, 7, 5, 6, 7, 5, 6])
+    assert not _rereads([5, 5, 5, 5, 5, 5, 5]) and not _rereads([1, 2, 3, 4, 1, 2, 3, 4])  # "no, no, no"; said twice
 
 
 def test_bad_segments_are_rejected_clearly(runners):
