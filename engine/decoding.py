@@ -148,8 +148,9 @@ class GreedyDecoder:
             first = [self._start(r) for r in rows]
             hidden, starts = self._forward(cache, cross, first, rows)
         last_hidden = hidden[[s + len(f) - 1 for s, f in zip(starts, first)]]
-        for r, p in zip(rows, self._greedy(last_hidden, list(range(len(rows))), [[] for _ in rows], rows)):
-            self._accept(r, p)
+        picks, logits = self._greedy(last_hidden, list(range(len(rows))), [[] for _ in rows], rows)
+        for r, p, lp in zip(rows, picks, self._logprobs(logits, list(range(len(rows))), [p[0] for p in picks])):
+            self._accept(r, [(p[0], lp)])
         return Batch(rows, cache, cross, last_hidden)
 
     @torch.inference_mode()
@@ -168,16 +169,20 @@ class GreedyDecoder:
                   for r, d in zip(rows, self._drafts(rows, batch.last_hidden, batch.cross))]
         start = cache.lengths.clone()
         hidden, starts = self._forward(cache, batch.cross, [[r.out[-1]] + d for r, d in zip(rows, drafts)], rows)
+        picks, logits = self._greedy(hidden, starts, drafts, rows)
         accepted = []
-        for r, d, c in zip(rows, drafts, self._greedy(hidden, starts, drafts, rows)):
+        for d, c in zip(drafts, picks):
             m = 0
-            while m < len(d) and d[m] == c[m][0]:
+            while m < len(d) and d[m] == c[m]:
                 m += 1
             accepted.append(m)
+        at = [s + j for s, m in zip(starts, accepted) for j in range(m + 1)]  # the picks kept: log-probs of those only
+        lps = iter(self._logprobs(logits, at, [c[j] for c, m in zip(picks, accepted) for j in range(m + 1)]))
+        for r, d, c, m in zip(rows, drafts, picks, accepted):
             if d:
                 r.draft_len = min(PREVIOUS_DRAFT_LEN, 2 * len(d)) if m == len(d) else max(MIN_DRAFT_LEN, m + 1)
-            self._accept(r, c[: m + 1])
-            r.lookahead = [t for t, _ in c[m + 1 :]] if m < len(d) else []
+            self._accept(r, [(t, next(lps)) for t in c[: m + 1]])
+            r.lookahead = c[m + 1 :] if m < len(d) else []
         acc = torch.tensor(accepted, device=self.device)
         cache.truncate(start + 1 + acc)  # the fed last token and the accepted drafts stay cached
         batch.last_hidden = hidden[torch.tensor(starts, device=self.device) + acc]
@@ -226,19 +231,23 @@ class GreedyDecoder:
             r.forwards += 1
         return self.model.decoder(tokens, counts, cache, cross), [sum(counts[:i]) for i in range(len(counts))]
 
-    def _greedy(self, hidden: Tensor, starts: list[int], drafts: list[list[int]], rows: list[_Row]) -> list[list[tuple[int, float]]]:
-        """(token, log-prob) of the greedy choice at each row's positions, hidden (N, D) packed from `starts`:
-        position j of a row predicts the token after its j-th draft. Suppressed tokens are masked; a segment's
-        first token also masks blank and end of text."""
-        logits = self.model.decoder.logits(hidden).masked_fill(self.suppress, float("-inf"))  # (N, V)
+    def _greedy(self, hidden: Tensor, starts: list[int], drafts: list[list[int]], rows: list[_Row]) -> tuple[list[list[int]], Tensor]:
+        """The greedy choice at each row's positions, hidden (N, D) packed from `starts` (position j of a row predicts
+        the token after its j-th draft), and the logits (N, V) it was read from. Suppressed tokens are masked; a
+        segment's first token also masks blank and end of text."""
+        logits = self.model.decoder.logits(hidden).masked_fill_(self.suppress, float("-inf"))  # (N, V), a new tensor
         first = [s for s, r in zip(starts, rows) if not r.out]
         if first:
             logits[first] = logits[first].masked_fill(self.suppress_begin, float("-inf"))
-        logp = logits.log_softmax(-1)
-        best = logp.argmax(-1)  # (N,)
-        best_lp = logp.gather(-1, best[:, None])[:, 0].tolist()
-        best = best.tolist()
-        return [list(zip(best[s : s + len(d) + 1], best_lp[s : s + len(d) + 1])) for s, d in zip(starts, drafts)]
+        best = logits.argmax(-1).tolist()
+        return [best[s : s + len(d) + 1] for s, d in zip(starts, drafts)], logits
+
+    def _logprobs(self, logits: Tensor, at: list[int], tokens: list[int]) -> list[float]:
+        """Log-probabilities of `tokens` at positions `at` of `logits` (N, V): only the picks a row keeps, as the
+        normaliser is a pass over the whole vocabulary."""
+        chosen = logits[at]
+        picked = chosen.gather(-1, torch.tensor(tokens, device=self.device)[:, None])[:, 0]
+        return (picked - chosen.logsumexp(-1)).tolist()
 
     def _accept(self, row: _Row, picks: list[tuple[int, float]]) -> None:
         for t, lp in picks:
