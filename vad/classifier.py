@@ -16,6 +16,7 @@ speech for many seconds. So a voiced frame must also pass:
 Labels need NOISE_WINDOW_MS of look-ahead, so they come out that much late, and the same whatever the chunking."""
 import math
 from collections import deque
+from itertools import accumulate
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,11 +90,16 @@ class FrameClassifier:
         return self._release() if len(self._queue) > self.delay else None
 
     def quiet_ahead(self) -> int:
-        """Frames pushed but not yet labelled, counted from the oldest, that webrtcvad already called unvoiced: the
-        vetoes only ever turn voiced frames unvoiced, so their labels will be False whatever comes next."""
-        n = 0
-        for f in self._queue:
-            if f.voiced:
+        """Frames pushed but not yet labelled, counted from the oldest, whose labels are already known to be False:
+        webrtcvad called them unvoiced, or they are EDGE_DB below the speech envelope as far as it is known (the
+        vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
+        speaker's reverberant tail that webrtcvad still calls voiced ends the look-ahead's wait this way."""
+        frames = list(self._queue)
+        after = list(accumulate(reversed([f.level for f in frames[1:]] + [-math.inf]), max))[::-1]
+        envelope, n = self._envelope, 0
+        for f, ahead in zip(frames, after):
+            envelope = max(envelope - self._decay, f.level)  # as _release will have it when f's turn comes
+            if f.voiced and f.level >= max(envelope, ahead) - EDGE_DB:
                 break
             n += 1
         return n

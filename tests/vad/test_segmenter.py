@@ -297,6 +297,24 @@ def test_the_end_of_speech_in_silence_is_heard_without_the_look_ahead(clip):
     assert ended(stream(pcm, RATE, config)) == [end]  # the same segment whatever the chunking
 
 
+def test_a_reverberant_tail_far_below_the_speech_is_silence_without_the_look_ahead(clip):
+    """LibriSpeech's room tone after a sentence is partly voiced to webrtcvad but EDGE_DB below the speech before it,
+    which only ever grows with what comes: those frames are known unvoiced at once, so every endpoint is heard
+    exactly endpoint_ms after its last voiced frame (the first was 180 ms later, waiting for the look-ahead) and
+    every pause at most 160 ms past pause_ms (300 ms before)."""
+    config = SegmenterConfig(endpoint_ms=500, pause_ms=200)
+    pcm = np.concatenate([clip("librispeech-1995-1837-0001.wav"), np.zeros(2 * RATE, np.int16)])
+    seg, fed, heard = Segmenter(config), 0, []
+    for i in range(0, len(pcm), config.frame_samples):
+        fed += config.frame_samples
+        heard += [(fed, e) for e in seg.feed(pcm[i : i + config.frame_samples])]
+    late = {kind: [f - (e.end - config.samples(config.post_roll_ms)) - config.samples(ms) for f, e in heard
+                   if isinstance(e, kind)] for kind, ms in ((SpeechEnded, config.endpoint_ms), (SpeechPaused, config.pause_ms))}
+    assert len(late[SpeechEnded]) == 2 and set(late[SpeechEnded]) == {0}
+    assert len(late[SpeechPaused]) >= 3 and max(late[SpeechPaused]) <= config.samples(160)
+    assert ended(stream(pcm, 592, config)) == [e for _, e in heard if isinstance(e, SpeechEnded)]
+
+
 def test_a_short_utterance_ends_only_at_a_longer_pause(clip):
     """"one two three" is spoken with half-second gaps: a 500 ms endpoint cuts it into words, unless an utterance
     still under short_segment_s waits for short_endpoint_ms."""
