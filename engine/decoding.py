@@ -22,9 +22,8 @@ from engine.tokenizer import Tokenizer
 
 PREVIOUS_DRAFT_LEN = 24  # tokens of a previous hypothesis verified per forward: they are usually all right (README: MTP)
 GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (README: MTP)
-# A row verifies PREVIOUS_DRAFT_LEN drafts at first; after a rejection only one past what was accepted (at least
-# MIN_DRAFT_LEN), doubling again while all are accepted. Under load a hypothesis is often stale: 16 live streams fed
-# 8376 draft positions of which 17 % were accepted, each as costly as a token (docs/performance.md).
+# after a rejected draft a row verifies one past what it accepted, at least this many, doubling back while all hold:
+# under load a previous hypothesis is often stale, and each draft position costs about what a token does (docs/mtp.md)
 MIN_DRAFT_LEN = 2
 REREAD_MIN = 3  # tokens: a shorter transcript said twice may be what was said ("no, no")
 
@@ -46,7 +45,7 @@ class _Row:
     guess: tuple[int, ...] = ()  # the audio head's guess at the whole transcript (engine/mtp.py: CTCHead)
     lookahead: list[int] = field(default_factory=list)  # greedy's picks after the last rejected draft
     positions: int = 0  # encoder positions of its audio itself, not padding (0: all): word timing reads those
-    draft_len: int = PREVIOUS_DRAFT_LEN  # drafts it verifies next (MIN_DRAFT_LEN)
+    draft_len: int = PREVIOUS_DRAFT_LEN  # at most this many drafts next step (MIN_DRAFT_LEN)
 
     @property
     def cap(self) -> int:

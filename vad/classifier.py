@@ -16,8 +16,8 @@ speech for many seconds. So a voiced frame must also pass:
 Labels need NOISE_WINDOW_MS of look-ahead, so they come out that much late, and the same whatever the chunking."""
 import math
 from collections import deque
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 import webrtcvad
