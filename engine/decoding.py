@@ -279,6 +279,16 @@ class GreedyDecoder:
                 break
         return cut
 
+    def _said_twice(self, out: list[int]) -> int:
+        """How many of `out`'s first tokens are a reading of 3+ words that the rest says again (case and punctuation
+        aside: "and so my fellow Americans. And so my fellow Americans." from 2.2 s of audio), or 0."""
+        words = _words(self.tok.decode(out))
+        half = len(words) // 2
+        if half < 3 or len(words) % 2 or words[:half] != words[half:]:
+            return 0
+        return max((k for k in range(1, len(out)) if _words(self.tok.decode(out[:k])) == words[:half]
+                    and _words(self.tok.decode(out[k:])) == words[half:]), default=0)  # its punctuation too
+
     @staticmethod
     def _loops(out: list[int], span: int) -> bool:
         """True when the tail repeats one phrase (period <= span/3) back to back over `span` tokens."""
@@ -292,6 +302,8 @@ class GreedyDecoder:
             r.out = r.out[self._reread_prefix(r.opts.prefix, r.out):]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
             r.out, r.looped = r.out[:p], False
+        elif r.ended and (p := self._said_twice(r.out)):  # the same, ended after the second reading
+            r.out = r.out[:p]
         elif r.looped and self._loops(r.out, r.opts.repeat_tokens):  # keep one copy of the looping phrase
             r.out = _cut_loop(r.out, r.opts.repeat_tokens)
         text = self.tok.decode(r.out)

@@ -111,6 +111,16 @@ def test_a_short_segment_read_twice_over_is_one_clean_read(runners, speech):
     assert not _rereads([5, 5, 5, 5, 5, 5, 5]) and not _rereads([1, 2, 3, 4, 1, 2, 3, 4])  # "no, no, no"; said twice
 
 
+def test_a_reading_said_twice_and_ended_is_kept_once(runners):
+    """The same hallucination, ended by the model after the second reading: it keeps one reading of 3+ words
+    (seen in the browser check, 2.2 s of JFK); a shorter phrase said twice stays."""
+    decoder, tok = runners("base", "int8").decoder, runners("base", "int8").tokenizer
+    cut = lambda text: tok.decode(tok.encode(text)[: decoder._said_twice(tok.encode(text)) or None])  # noqa: E731
+    assert cut(" and so my fellow Americans. And so my fellow Americans.") == " and so my fellow Americans."
+    assert cut(" Thank you. Thank you.") == " Thank you. Thank you."
+    assert cut(" Ask not what your country can do for you.") == " Ask not what your country can do for you."
+
+
 def test_bad_segments_are_rejected_clearly(runners):
     runner = runners("base", "int8")
     for bad, msg in [(np.zeros(10, np.float32), "at least"), (np.zeros(16000 * 31, np.float32), "at most 30 s"),
