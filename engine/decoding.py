@@ -267,17 +267,7 @@ class GreedyDecoder:
 
     def _reread_prefix(self, prefix: tuple[int, ...], out: list[int]) -> int:
         """How many of `out`'s first tokens say the words of `prefix` again (case and punctuation aside), or 0."""
-        said, cut = _words(self.tok.decode(list(prefix))), 0
-        if not said or _words(self.tok.decode(out))[:len(said)] != said:  # the usual case: one decode, no search
-            return 0
-        for k in range(1, len(out) + 1):
-            words = _words(self.tok.decode(out[:k]))
-            if words == said:
-                cut = k  # the longest such start: its trailing punctuation goes too
-            elif len(words) > len(said) or words[:-1] != said[:len(words) - 1] or \
-                    (words and not said[len(words) - 1].startswith(words[-1])):  # a word may still be growing
-                break
-        return cut
+        return self._saying(_words(self.tok.decode(list(prefix))), out)
 
     def _said_twice(self, out: list[int]) -> int:
         """How many of `out`'s first tokens are a reading of 3+ words that the rest says again (case and punctuation
@@ -286,8 +276,22 @@ class GreedyDecoder:
         half = len(words) // 2
         if half < 3 or len(words) % 2 or words[:half] != words[half:]:
             return 0
-        return max((k for k in range(1, len(out)) if _words(self.tok.decode(out[:k])) == words[:half]
-                    and _words(self.tok.decode(out[k:])) == words[half:]), default=0)  # its punctuation too
+        return self._saying(words[:half], out)
+
+    def _saying(self, said: list[str], out: list[int]) -> int:
+        """How many of `out`'s first tokens say the words `said` (the longest such start: trailing punctuation
+        goes with it), or 0."""
+        cut = 0
+        if not said or _words(self.tok.decode(out))[:len(said)] != said:  # the usual case: one decode, no search
+            return 0
+        for k in range(1, len(out) + 1):
+            words = _words(self.tok.decode(out[:k]))
+            if words == said:
+                cut = k
+            elif len(words) > len(said) or words[:-1] != said[:len(words) - 1] or \
+                    (words and not said[len(words) - 1].startswith(words[-1])):  # a word may still be growing
+                break
+        return cut
 
     @staticmethod
     def _loops(out: list[int], span: int) -> bool:

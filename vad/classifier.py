@@ -17,7 +17,6 @@ Labels need NOISE_WINDOW_MS of look-ahead, so they come out that much late, and 
 import math
 from collections import deque
 from dataclasses import dataclass
-from itertools import accumulate
 
 import numpy as np
 import webrtcvad
@@ -95,14 +94,12 @@ class FrameClassifier:
         vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
         speaker's reverberant tail that webrtcvad still calls voiced ends the look-ahead's wait this way."""
         frames = list(self._queue)
-        after = list(accumulate(reversed([f.level for f in frames[1:]] + [-math.inf]), max))[::-1]
-        envelope, n = self._envelope, 0
-        for f, ahead in zip(frames, after):
+        envelope = self._envelope
+        for n, f in enumerate(frames):
             envelope = max(envelope - self._decay, f.level)  # as _release will have it when f's turn comes
-            if f.voiced and f.level >= max(envelope, ahead) - EDGE_DB:
-                break
-            n += 1
-        return n
+            if f.voiced and f.level >= max([envelope] + [g.level for g in frames[n + 1:]]) - EDGE_DB:
+                return n
+        return len(frames)
 
     def drain(self) -> list[bool]:
         return [self._release() for _ in range(len(self._queue))]
