@@ -118,8 +118,10 @@ class GreedyDecoder:
                 guesses: list[tuple[int, ...]] | None = None, positions: list[int] | None = None) -> Batch:
         """Start decoding segments (cross: their encoder keys/values, consumed) -> a Batch whose rows carry `keys`
         and hold their first token; `positions`: per row, the encoder positions of its audio itself (word timing
-        reads those). Prefill runs the prompt: with every language known, one forward over [prompt, sot, lang,
-        task, notimestamps]; otherwise first [prompt, sot] to read the language, then the rest."""
+        reads those). Prefill runs the prompt, [prompt, sot, lang, task, notimestamps], in one forward for a row
+        whose language is known or guessed (`DecodeOptions.previous_language`: detection reads the logits at sot,
+        which the tokens after it cannot change, so a right guess costs nothing); a row that detects without a
+        guess, or guessed wrong, then feeds [lang, task, notimestamps] in a second forward."""
         tok, dec = self.tok, self.model.decoder
         rows = [self._row(k, o) for k, o in zip(keys, options)]
         for r, g in zip(rows, guesses or []):
@@ -131,22 +133,28 @@ class GreedyDecoder:
         # far fewer tokens than 448, and on the CPU the cache holds float64.
         cache = self.model.new_cache(len(rows), max(len(r.prefix) + len(tok.sot_sequence(r.language, r.opts.task))
                                                     + len(r.opts.prefix) + r.cap for r in rows) + 1 + PREVIOUS_DRAFT_LEN)
-        detect = any(r.language is None for r in rows) and tok.multilingual
-        first = [r.prefix if detect else r.prefix + self._start(r) for r in rows]
+        tried = [r.language or r.opts.previous_language for r in rows]  # None: detect before feeding the rest
+        first = [r.prefix + (self._start(r, t) if t else []) for r, t in zip(rows, tried)]
         hidden, starts = self._forward(cache, cross, first, rows)
+        last = [hidden[s + len(f) - 1] for s, f in zip(starts, first)]
         at_sot = dec.logits(hidden[[s + len(r.prefix) - 1 for s, r in zip(starts, rows)]]).float()
         probs = at_sot.softmax(-1)
         for r, p in zip(rows, probs[:, tok.no_speech].tolist()):
             r.no_speech_prob = p
-        if detect:
+        if any(r.language is None for r in rows):
             lang_probs = at_sot[:, self.lang_ids].softmax(-1)
             best = lang_probs.argmax(-1).tolist()
             for r, b, lp in zip(rows, best, lang_probs.tolist()):
                 if r.language is None:
                     r.language, r.language_prob = tok.language_of(int(self.lang_ids[b])), lp[b]
-            first = [self._start(r) for r in rows]
-            hidden, starts = self._forward(cache, cross, first, rows)
-        last_hidden = hidden[[s + len(f) - 1 for s, f in zip(starts, first)]]
+            again = [r.language != t for r, t in zip(rows, tried)]  # no guess, or a wrong one: back to sot
+            if any(again):
+                cache.truncate(torch.tensor([len(r.prefix) if a else n for r, a, n in
+                                             zip(rows, again, cache.lengths.tolist())], device=self.device))
+                rest = [self._start(r) if a else [] for r, a in zip(rows, again)]
+                hidden, starts = self._forward(cache, cross, rest, rows)
+                last = [hidden[s + len(f) - 1] if f else h for s, f, h in zip(starts, rest, last)]
+        last_hidden = torch.stack(last)
         picks, logits = self._greedy(last_hidden, list(range(len(rows))), [[] for _ in rows], rows)
         for r, p, lp in zip(rows, picks, self._logprobs(logits, list(range(len(rows))), [p[0] for p in picks])):
             self._accept(r, [(p[0], lp)])
@@ -203,9 +211,10 @@ class GreedyDecoder:
                 drafts[i] = d
         return drafts
 
-    def _start(self, row: _Row) -> list[int]:
-        """What follows <|startoftranscript|>: language, task, no timestamps, then the forced text prefix."""
-        return self.tok.sot_sequence(row.language, row.opts.task) + list(row.opts.prefix)
+    def _start(self, row: _Row, language: str | None = None) -> list[int]:
+        """What follows <|startoftranscript|>: language (the row's unless given), task, no timestamps, then the
+        forced text prefix."""
+        return self.tok.sot_sequence(language or row.language, row.opts.task) + list(row.opts.prefix)
 
     def _row(self, key: object, opts: DecodeOptions) -> _Row:
         tok = self.tok
@@ -214,6 +223,7 @@ class GreedyDecoder:
             prompt = tok.encode(" " + opts.prompt.strip())[-(self.model.dims.n_text_ctx // 2 - 1):]
             prefix = [tok.sot_prev, *prompt, tok.sot]
         tok.check_language(opts.language)
+        tok.check_language(opts.previous_language)
         language = opts.language if tok.multilingual else "en"
         row = _Row(key, opts, prefix, language)
         room = self.model.dims.n_text_ctx - len(prefix) - len(tok.sot_sequence(language, opts.task)) - len(opts.prefix)
@@ -226,8 +236,8 @@ class GreedyDecoder:
         row's start in that packing."""
         tokens = torch.tensor([t for f in feeds for t in f], device=self.device)
         counts = [len(f) for f in feeds]
-        for r in rows:
-            r.forwards += 1
+        for r, n in zip(rows, counts):
+            r.forwards += n > 0
         return self.model.decoder(tokens, counts, cache, cross), [sum(counts[:i]) for i in range(len(counts))]
 
     def _greedy(self, hidden: Tensor, starts: list[int], drafts: list[list[int]], rows: list[_Row]) -> tuple[list[list[int]], Tensor]:

@@ -55,6 +55,9 @@ class DecodeOptions:
     compression_ratio_threshold: float = 2.4  # text that gzips better than this is a loop (checked while decoding)
     drafts: str | None = "mtp"  # draft source: "mtp" (heads, when loaded), "previous", "both", None; output is the same
     previous: tuple[int, ...] = ()  # tokens of the previous hypothesis of this audio (a partial): drafts to verify
+    # the language it was read in: when detecting, the prompt is fed in that language and the detection checks it
+    # (the same language as without it; one decoder forward fewer when it holds)
+    previous_language: str | None = None
     # text tokens the transcript starts with, forced and not returned: those of audio the segment begins with (a
     # live stream's previous piece, decoded again before the new one, as faster-whisper's `prefix`)
     prefix: tuple[int, ...] = ()

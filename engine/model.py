@@ -246,12 +246,13 @@ class DecoderStep:
     def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None) -> Tensor:
         """Packed queries (N, D) over each row's cached keys/values (B, L, D) -> (N, D)."""
         B, m = len(self.counts), self.m
-        head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
-                         self.head_mask, dtype)
-        if all(n == m for n in self.counts):  # packed row after row, m each: the batched call is everything
-            return head.view(-1, q.shape[-1])
         out = q.new_empty(q.shape)
-        out[self.head] = head.view(-1, q.shape[-1])
+        if m:  # else some row feeds nothing this forward (a prefill's second one): every row goes alone
+            head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
+                             self.head_mask, dtype)
+            if all(n == m for n in self.counts):  # packed row after row, m each: the batched call is everything
+                return head.view(-1, q.shape[-1])
+            out[self.head] = head.view(-1, q.shape[-1])
         for r, (n, start, length) in enumerate(zip(self.counts, self.starts, self.lengths)):
             if n > m:  # this row's remaining tokens, causal among themselves
                 end = length + n
@@ -268,6 +269,8 @@ class DecoderStep:
         of a row's queries (docs/performance.md, "Kernel choices")."""
         out = q.new_empty(q.shape)
         for n, start, k, v in zip(self.counts, self.starts, keys, values):
+            if not n:
+                continue
             H, T, d = k.shape
             qh = q[start : start + n].view(n, H, d).transpose(0, 1)[:, :, None].to(k.dtype)  # (H, n, 1, d)
             o = F.scaled_dot_product_attention(qh, k[:, None].expand(H, n, T, d), v[:, None].expand(H, n, T, d))

@@ -110,11 +110,15 @@ class Engine:
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions(), *, stream: str = "",
                          final: bool = True, pause: bool = False, previous: tuple[int, ...] = (),
-                         slack_s: float = 0.0) -> Transcript:
+                         previous_language: str | None = None, slack_s: float = 0.0) -> Transcript:
         """`final` False: a partial (a preview); `pause` too: a partial up to a pause, likely the final (scheduler).
-        `slack_s`: wanted that many seconds from now (the scheduler serves the earliest due first)."""
-        if previous:  # the previous partial's tokens: drafts to verify (engine/mtp.py)
+        `previous`, `previous_language`: the previous partial's tokens, drafts to verify (engine/mtp.py), and its
+        language, the one to try first when detecting (DecodeOptions). `slack_s`: wanted that many seconds from now
+        (the scheduler serves the earliest due first)."""
+        if previous:
             options = replace(options, previous=tuple(previous))
+        if previous_language:
+            options = replace(options, previous_language=previous_language)
         fut = self.submit(Request(stream, audio, options, final, pause and not final, slack_s))
         try:
             return await asyncio.wrap_future(fut)

@@ -205,6 +205,7 @@ class CaptionSession:
         self._seq = 0
         self._lock = asyncio.Lock()  # one emission at a time, so seq order is delivery order
         self._previous: _Piece | None = None  # the latest segment whose final is in
+        self._language: str | None = None  # of the latest transcript: the one a detecting decode tries first
         self._segments: dict[int, _Segment] = {}  # by id, so in segment order: those whose final is not out yet
         self._open: _Segment | None = None  # the one being spoken
         self._partial: asyncio.Task | None = None  # the partial in flight (decoding, then emitting)
@@ -436,8 +437,11 @@ class CaptionSession:
         cfg = self._segmenter.config
         slack_ms = cfg.endpoint_ms - cfg.pause_ms if pause else cfg.partial_interval_ms
         try:
-            return options, await self.engine.transcribe(audio, options, stream=self.stream_id, final=False,
-                                                         pause=pause, previous=previous, slack_s=slack_ms / 1000)
+            t = await self.engine.transcribe(audio, options, stream=self.stream_id, final=False, pause=pause,
+                                             previous=previous, previous_language=self._language,
+                                             slack_s=slack_ms / 1000)
+            self._language = t.result.language
+            return options, t
         except (Superseded, Overloaded, Cancelled) as e:
             log.debug("session %s: partial of segment %d dropped: %s", self.stream_id, due.segment, e)
         except Exception:  # a preview is not worth a session: log it, the final will still come
@@ -458,7 +462,8 @@ class CaptionSession:
                 seg.result = seg.paused[2]
             else:  # the last partial's tokens are drafts: the verified output is the same, found sooner
                 seg.result = await self.engine.transcribe(led, options, stream=self.stream_id, final=True,
-                                                          previous=seg.tokens)
+                                                          previous=seg.tokens, previous_language=self._language)
+            self._language = seg.result.result.language
         except Exception as e:  # not CancelledError: abort() means nobody wants the final any more
             log.warning("session %s: final of segment %d failed", self.stream_id, seg.id, exc_info=True)
             seg.result = e

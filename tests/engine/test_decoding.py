@@ -50,6 +50,28 @@ def test_language_is_detected(runners, speech):
         assert 0.5 < t.result.language_prob <= 1.0
 
 
+def test_a_guessed_language_is_checked_by_detection_and_saves_a_forward(runners, speech):
+    """DecodeOptions.previous_language: the prompt is fed in the guessed language and detection checks it. Right,
+    wrong or absent, the tokens and language are detection's own; a right guess takes one forward fewer. Rows with
+    and without a guess, right and wrong, in one batch decode as each alone."""
+    runner = runners("base", "int8")
+    clips = [c for c in speech if c.language in ("en", "zh")][:4]
+    audios = [load_clip(c)[: 16000 * 30] for c in clips]
+    other = {"en": "zh", "zh": "en"}
+    for guess in (None, "right", "wrong"):
+        opts = [DecodeOptions(language=None, previous_language={None: None, "right": c.language,
+                                                                 "wrong": other[c.language]}[guess]) for c in clips]
+        alone = [runner.transcribe([a], o)[0].result for a, o in zip(audios, opts)]
+        if guess is None:
+            detected = alone
+        assert [(r.tokens, r.language) for r in alone] == [(r.tokens, r.language) for r in detected]
+        assert [r.forwards for r in alone] == [r.forwards - (guess == "right") for r in detected]
+    mixed = [DecodeOptions(language=None, previous_language=g) for g in (None, clips[1].language,
+                                                                          other[clips[2].language], None)][:len(clips)]
+    together = [t.result for t in runner.transcribe(audios, mixed)]
+    assert [(r.tokens, r.language) for r in together] == [(r.tokens, r.language) for r in detected]
+
+
 def test_chinese_comes_out_simplified(runners, speech):
     runner = runners("base", "int8")
     zh = [c for c in speech if c.language == "zh"]

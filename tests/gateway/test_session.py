@@ -258,10 +258,8 @@ class FirstSegmentLast(Engine):
         self.returned: list[tuple[bool, str]] = []  # (of the first utterance, text), in the order they returned
         self._later = asyncio.Event()
 
-    async def transcribe(self, audio, options=DecodeOptions(), *, stream="", final=True, pause=False, previous=(),
-                         slack_s=0.0):
-        t = await super().transcribe(audio, options, stream=stream, final=final, pause=pause, previous=previous,
-                                     slack_s=slack_s)
+    async def transcribe(self, audio, options=DecodeOptions(), **kw):
+        t = await super().transcribe(audio, options, **kw)
         first = len(audio) <= len(self.first) and np.array_equal(audio, self.first[:len(audio)])
         if first:
             await self._later.wait()
