@@ -26,6 +26,7 @@ GUESS_DRAFT_LEN = 8  # tokens of the audio head's guess verified per forward (RE
 # under load a previous hypothesis is often stale, and each draft position costs about what a token does (docs/mtp.md)
 MIN_DRAFT_LEN = 2
 REREAD_MIN = 3  # tokens: a shorter transcript said twice may be what was said ("no, no")
+SAID_MIN = 3  # words: a shorter reading said again may be what was said ("Thank you. Thank you.")
 
 
 @dataclass
@@ -279,12 +280,26 @@ class GreedyDecoder:
         """How many of `out`'s first tokens say the words of `prefix` again (case and punctuation aside), or 0."""
         return self._saying(_words(self.tok.decode(list(prefix))), out)
 
+    def _reread_after(self, prefix: tuple[int, ...], out: list[int]) -> int:
+        """How many of `out`'s first tokens come before it says the words of `prefix` (3+) again and then begins
+        its own again ("Ask not. And so my fellow Americans. Ask not." after "And so my fellow Americans.",
+        seen under load in a Deepgram live test), or 0."""
+        said, words = _words(self.tok.decode(list(prefix))), _words(self.tok.decode(out))
+        p = len(said)
+        if p < SAID_MIN:
+            return 0
+        for i in range(1, len(words) - p):
+            rest = words[i + p:]
+            if words[i:i + p] == said and len(rest) <= i and words[:len(rest)] == rest:
+                return self._saying(words[:i], out)
+        return 0
+
     def _said_twice(self, out: list[int]) -> int:
         """How many of `out`'s first tokens are a reading of 3+ words that the rest says again (case and punctuation
         aside: "and so my fellow Americans. And so my fellow Americans." from 2.2 s of audio), or 0."""
         words = _words(self.tok.decode(out))
         half = len(words) // 2
-        if half < 3 or len(words) % 2 or words[:half] != words[half:]:
+        if half < SAID_MIN or len(words) % 2 or words[:half] != words[half:]:
             return 0
         return self._saying(words[:half], out)
 
@@ -314,6 +329,7 @@ class GreedyDecoder:
     def _result(self, r: _Row, cross: CrossKV, row: int) -> DecodeResult:
         if r.opts.prefix:  # it may read the leading audio again after being given its text: drop that reading
             r.out = r.out[self._reread_prefix(r.opts.prefix, r.out):]
+            r.out = r.out[: self._reread_after(r.opts.prefix, r.out) or None]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
             r.out, r.looped = r.out[:p], False
         elif r.ended and (p := self._said_twice(r.out)):  # the same, ended after the second reading

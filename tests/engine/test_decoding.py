@@ -143,6 +143,19 @@ def test_a_reading_said_twice_and_ended_is_kept_once(runners):
     assert cut(" Ask not what your country can do for you.") == " Ask not what your country can do for you."
 
 
+def test_a_lead_read_again_after_the_new_words_is_dropped(runners):
+    """A piece led by the one before it (its audio first, its text as the forced prefix) read its own words, the
+    lead's again, then its own again, and ended (a Deepgram live test under load): it keeps its own words. New
+    words that merely end like the lead stay, and so does a lead of fewer than 3 words said again."""
+    decoder, tok = runners("base", "int8").decoder, runners("base", "int8").tokenizer
+    lead = tuple(tok.encode(" And so my fellow Americans."))
+    cut = lambda text, prefix=lead: tok.decode(tok.encode(text)[: decoder._reread_after(prefix, tok.encode(text)) or None])  # noqa: E731
+    assert cut(" Ask not. And so my fellow Americans. Ask not.") == " Ask not."
+    assert cut(" Ask not. And so my fellow Americans. Ask") == " Ask not."
+    assert cut(" We hear you, and so my fellow Americans.") == " We hear you, and so my fellow Americans."
+    assert cut(" Thank you. Thank you.", tuple(tok.encode(" Thank you."))) == " Thank you. Thank you."
+
+
 def test_bad_segments_are_rejected_clearly(runners):
     runner = runners("base", "int8")
     for bad, msg in [(np.zeros(10, np.float32), "at least"), (np.zeros(16000 * 31, np.float32), "at most 30 s"),
