@@ -276,15 +276,11 @@ class GreedyDecoder:
             elif row.opts.repeat_tokens and len(row.out) >= 2 * row.opts.repeat_tokens and len(row.out) % 16 == 0:
                 row.looped = row.done = compression_ratio(self.tok.decode(row.out)) > row.opts.compression_ratio_threshold
 
-    def _reread_prefix(self, prefix: tuple[int, ...], out: list[int]) -> int:
-        """How many of `out`'s first tokens say the words of `prefix` again (case and punctuation aside), or 0."""
-        return self._saying(_words(self.tok.decode(list(prefix))), out)
-
-    def _reread_after(self, prefix: tuple[int, ...], out: list[int]) -> int:
-        """How many of `out`'s first tokens come before it says the words of `prefix` (3+) again and then begins
-        its own again ("Ask not. And so my fellow Americans. Ask not." after "And so my fellow Americans.",
-        seen under load in a Deepgram live test), or 0."""
-        said, words = _words(self.tok.decode(list(prefix))), _words(self.tok.decode(out))
+    def _reread_after(self, said: list[str], out: list[int]) -> int:
+        """How many of `out`'s first tokens come before it says the words `said` (its forced prefix's, 3+) again
+        and then begins its own again ("Ask not. And so my fellow Americans. Ask not." after "And so my fellow
+        Americans.", seen under load in a Deepgram live test), or 0."""
+        words = _words(self.tok.decode(out))
         p = len(said)
         if p < SAID_MIN:
             return 0
@@ -328,8 +324,9 @@ class GreedyDecoder:
 
     def _result(self, r: _Row, cross: CrossKV, row: int) -> DecodeResult:
         if r.opts.prefix:  # it may read the leading audio again after being given its text: drop that reading
-            r.out = r.out[self._reread_prefix(r.opts.prefix, r.out):]
-            r.out = r.out[: self._reread_after(r.opts.prefix, r.out) or None]
+            lead = _words(self.tok.decode(list(r.opts.prefix)))
+            r.out = r.out[self._saying(lead, r.out):]
+            r.out = r.out[: self._reread_after(lead, r.out) or None]
         if r.looped and (p := _reread(r.out)) is not None:  # it read the audio again from the start: a clean read
             r.out, r.looped = r.out[:p], False
         elif r.ended and (p := self._said_twice(r.out)):  # the same, ended after the second reading

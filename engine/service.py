@@ -115,10 +115,9 @@ class Engine:
         `previous`, `previous_language`: the previous partial's tokens, drafts to verify (engine/mtp.py), and its
         language, the one to try first when detecting (DecodeOptions). `slack_s`: wanted that many seconds from now
         (the scheduler serves the earliest due first)."""
-        if previous:
-            options = replace(options, previous=tuple(previous))
-        if previous_language:
-            options = replace(options, previous_language=previous_language)
+        if previous or previous_language:
+            options = replace(options, previous=tuple(previous) or options.previous,
+                              previous_language=previous_language or options.previous_language)
         fut = self.submit(Request(stream, audio, options, final, pause and not final, slack_s))
         try:
             return await asyncio.wrap_future(fut)

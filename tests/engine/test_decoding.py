@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from support.speech import error_rate
-from engine.decoding import REREAD_MIN, GreedyDecoder, _cut_loop, _reread, _rereads
+from engine.decoding import REREAD_MIN, GreedyDecoder, _cut_loop, _reread, _rereads, _words
 from engine.messages import DecodeOptions
 from tests.conftest import load_clip
 
@@ -149,7 +149,8 @@ def test_a_lead_read_again_after_the_new_words_is_dropped(runners):
     words that merely end like the lead stay, and so does a lead of fewer than 3 words said again."""
     decoder, tok = runners("base", "int8").decoder, runners("base", "int8").tokenizer
     lead = tuple(tok.encode(" And so my fellow Americans."))
-    cut = lambda text, prefix=lead: tok.decode(tok.encode(text)[: decoder._reread_after(prefix, tok.encode(text)) or None])  # noqa: E731
+    said = lambda prefix: _words(tok.decode(list(prefix)))  # noqa: E731
+    cut = lambda text, prefix=lead: tok.decode(tok.encode(text)[: decoder._reread_after(said(prefix), tok.encode(text)) or None])  # noqa: E731
     assert cut(" Ask not. And so my fellow Americans. Ask not.") == " Ask not."
     assert cut(" Ask not. And so my fellow Americans. Ask") == " Ask not."
     assert cut(" We hear you, and so my fellow Americans.") == " We hear you, and so my fellow Americans."
