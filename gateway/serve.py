@@ -99,6 +99,8 @@ def run(config: ServeConfig) -> int:
     app = create_app(config)
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                     ws_max_size=config.ws_max_size,
+                                    # PCM barely compresses; inflating each audio frame costs the event loop's time
+                                    ws_per_message_deflate=False,
                                     http=HeadersTimeout,
                                     ws="websockets-sansio",  # reports a server shutdown to the app as code 1012
                                     lifespan="on", timeout_graceful_shutdown=120), app)

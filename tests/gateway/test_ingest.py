@@ -104,6 +104,16 @@ def test_words_come_with_finals_of_streams_that_ask(server, results):
     assert all("words" not in e for e in results["healthy"] if e["type"] == "caption.final")
 
 
+def test_audio_frames_are_not_compressed(server):
+    """The server declines permessage-deflate, which clients offer by default: PCM barely compresses, and inflating
+    every audio frame would cost the event loop that serves all streams."""
+    async def main() -> str | None:
+        async with connect(f"{server.ws}/v1/listen?language=en", compression="deflate") as ws:
+            return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    assert asyncio.run(main()) is None
+
+
 def test_healthy_stream_alongside_is_unaffected(results):
     events = results["healthy"]
     assert results["healthy_code"] == 1000
