@@ -3,10 +3,11 @@ engine's service (engine/service.py) only runs what this decides.
 
 Every request is due some time after it arrives (`Request.slack_s`: a final now, a pause's decode when its endpoint
 comes, a partial when the next one would). Rule: finals first, earliest due first, and an admission that takes
-finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses and partials,
-earliest due first (a pause before a partial due at the same time), within an audio budget per admission. A final
-is a caption people keep; a partial is only a preview; a pause is a partial of audio that ends in a pause (its
-transcript is the final if the pause turns out to end the segment). A stream has at most one queued partial or
+finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses, earliest due
+first, within an audio budget per admission; else the partial due first, alone, so that a pause or a final that
+comes meanwhile waits for one preview's encode at most (docs/performance.md, "Pauses first"). A final is a caption
+people keep; a partial is only a preview; a pause is a partial of audio that ends in a pause (its transcript is the
+final if the pause turns out to end the segment). A stream has at most one queued partial or
 pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is shed (its preview
 would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is how late a
 request started: now minus its due time.
@@ -57,7 +58,7 @@ class Cancelled(Exception):
 
 
 STALE_S = 1.0
-ADMIT_BUDGET_S = 10.0  # partial audio encoded per admission: bounds a waiting final's delay to one such encode
+ADMIT_BUDGET_S = 10.0  # pause audio encoded per admission: bounds a waiting final's delay to one such encode
 PARTIAL_SHARE = 0.5
 PARTIAL_BURST_S = 1.0
 
@@ -122,10 +123,10 @@ class Scheduler:
     def schedule(self, max_batch: int, final_in_flight: bool = False, budget_s: float | None = None
                  ) -> tuple[list[tuple[int, Request, float]], list[tuple[int, Exception]]]:
         """Take the next requests to start -> ([(id, request, lag)], [(id, reason)] of stale partials shed): finals
-        (up to max_batch, whatever their length), or else pauses and, if partials may run (no final waits or, as
-        `final_in_flight` says, decodes; credit left), partials, while the audio taken stays within the budget (the
+        (up to max_batch, whatever their length); or else pauses, while the audio taken stays within the budget (the
         encoder runs them all before any of them decodes, so the budget bounds how long a final arriving meanwhile
-        waits). Earliest due first in each case."""
+        waits); or else, if partials may run (no final waits or, as `final_in_flight` says, decodes; credit left),
+        one partial. Earliest due first in each case."""
         now = self.clock()
         budget_s = self.budget_s if budget_s is None else budget_s
         partials = not (self.finals or final_in_flight) and self._refill(now) >= 0
@@ -135,17 +136,19 @@ class Scheduler:
                 del self.partials[i], self.due[i]
                 self.shed += 1
                 dropped.append((i, Overloaded(f"engine overloaded: partial {late:.1f} s past due, shed")))
+        pauses = [i for i, r in self.partials.items() if r.pause]
+        chosen: list[int] = []
         if self.finals:
             chosen = sorted(self.finals, key=self.due.__getitem__)[:max_batch]
-        else:
-            ready = [i for i, r in self.partials.items() if r.pause or partials]
-            chosen, audio_s = [], 0.0
-            for i in sorted(ready, key=lambda i: (self.due[i], not self.partials[i].pause)):
-                seconds = len(self.partials[i].audio) / SAMPLE_RATE
-                if len(chosen) >= max_batch or (chosen and audio_s + seconds > budget_s):
+        elif pauses:
+            audio_s = 0.0
+            for i in sorted(pauses, key=self.due.__getitem__)[:max_batch]:
+                audio_s += len(self.partials[i].audio) / SAMPLE_RATE
+                if chosen and audio_s > budget_s:
                     break
                 chosen.append(i)
-                audio_s += seconds
+        elif partials and self.partials:
+            chosen = [min(self.partials, key=self.due.__getitem__)]
         batch = [(i, self.finals.pop(i, None) or self.partials.pop(i), now - self.due.pop(i)) for i in chosen]
         return batch, dropped
 

@@ -33,21 +33,22 @@ def test_scheduler_policy():
     assert [r.final for _, r, _ in batch] == [True] * 6 and batch[0][0] == f1 and batch[0][2] == 0.5  # 0.5 s late
     assert ids(s.schedule(1)[0]) == [p3]
     assert s.cancel("s4") == [p4] and len(s) == 0 and not s.due
-    for i in range(4):  # 4 partials of 1 s: a 2.5 s budget takes two, a final is taken whatever the budget
-        s.add(Request(f"b{i}", a, final=False))
+    for i in range(4):  # 4 pauses of 1 s: a 2.5 s budget takes two, a final is taken whatever the budget
+        s.add(Request(f"b{i}", a, final=False, pause=True))
     assert len(s.schedule(8, budget_s=2.5)[0]) == 2
     s.add(Request("big", np.zeros(16000 * 5, np.float32), final=True))
     assert [r.final for _, r, _ in s.schedule(8, budget_s=2.5)[0]] == [True]
     s.schedule(8)
     p5, _ = s.add(Request("s6", a, final=False))  # a pause's decode: the segment ended there, it is the final now
     assert s.promote("s6") and not s.promote("s6") and ids(s.schedule(1, final_in_flight=True)[0]) == [p5]
-    # earliest due first; a pause before a partial due at the same time; only pauses while partials must wait
+    # pauses before partials, earliest due first; only pauses while partials must wait; a partial goes alone
     p6, _ = s.add(Request("s7", a, final=False, slack_s=0.25))
     p7, _ = s.add(Request("s8", a, final=False, pause=True, slack_s=0.3))
     assert ids(s.schedule(8, final_in_flight=True)[0]) == [p7]
     p8, _ = s.add(Request("s9", a, final=False, pause=True, slack_s=0.25))
     p9, _ = s.add(Request("s10", a, final=False, slack_s=0.1))
-    assert ids(s.schedule(8)[0]) == [p9, p8, p6]
+    assert ids(s.schedule(8)[0]) == [p8]
+    assert ids(s.schedule(8)[0]) == [p9] and ids(s.schedule(8)[0]) == [p6]
     f2, _ = s.add(Request("s11", a, final=True, slack_s=0.2))
     f3, _ = s.add(Request("s12", a, final=True))
     assert ids(s.schedule(8)[0]) == [f3, f2]
