@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.quant import Int8Linear, int8_linear
+
 
 @dataclass(frozen=True)
 class ModelDimensions:
@@ -31,13 +33,17 @@ class ModelDimensions:
     n_text_layer: int
 
 
-class LayerNorm(nn.LayerNorm):
-    """Normalises in float32 whatever the weights' dtype: fp16/bf16 statistics drift."""
+@torch.jit.script  # compiled: the decoder step calls it from compiled code (decoder_layers)
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Over the last dimension, in float32 whatever the weights' dtype: fp16/bf16 statistics drift."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:  # the int8 path
+        return F.layer_norm(x, [x.shape[-1]], weight, bias, eps)
+    return F.layer_norm(x.float(), [x.shape[-1]], weight.float(), bias.float(), eps).to(x.dtype)
 
+
+class LayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == self.weight.dtype == torch.float32:  # the int8 path: a decoder step makes 19 of these calls
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).type(x.dtype)
+        return layer_norm(x, self.weight, self.bias, self.eps)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
@@ -170,13 +176,15 @@ class EncoderCache:
         return k, v
 
 
+@torch.jit.script  # compiled: the decoder step calls it from compiled code (decoder_layers)
 def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int, mask: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
     """(B, n, D) queries over (B, L, D) keys/values -> (B, n, D) in q's dtype; mask broadcasts to (B, 1, n, L),
     True = attend. Runs in `dtype` (default: the keys'); see Whisper for when float64."""
-    B, n, D = q.shape
-    dtype = dtype or k.dtype
-    heads = lambda t: t.to(dtype).view(B, t.shape[1], n_head, D // n_head).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+    B, n, D, L = q.shape[0], q.shape[1], q.shape[2], k.shape[1]
+    at = k.dtype if dtype is None else dtype
+    out = F.scaled_dot_product_attention(q.to(at).view(B, n, n_head, D // n_head).transpose(1, 2),
+                                         k.to(at).view(B, L, n_head, D // n_head).transpose(1, 2),
+                                         v.to(at).view(B, L, n_head, D // n_head).transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2).reshape(B, n, D).to(q.dtype)
 
 
@@ -198,28 +206,24 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp_ln = LayerNorm(n_state)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
 
-    def forward(self, x: Tensor, mask: Tensor | None, step: DecoderStep | None = None, layer: int = 0,
-                past: EncoderCache | None = None) -> Tensor:
-        """Encoder: x (B, T, D) under `mask`, after the positions of `past` if given. Decoder (`step` given):
-        x (N, D), the step's packed new tokens."""
+    def forward(self, x: Tensor, mask: Tensor | None, layer: int = 0, past: EncoderCache | None = None) -> Tensor:
+        """The encoder's: x (B, T, D) under `mask`, after the positions of `past` if given. (A decoder step runs the
+        same block compiled: decoder_layers.)"""
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)
-        if step is None:
-            if past is not None:  # kept in the dtype attention runs in: it casts them to it anyway
-                dtype = self.attn_dtype or k.dtype
-                k, v = past.attach(layer, k.to(dtype), v.to(dtype))
-            return self._mlp(x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype)))
-        cache = step.cache  # append this step's keys/values to the cache, attend over all of it
-        keys, values = cache.keys[layer], cache.values[layer]
-        keys[step.rows, step.positions] = k.to(keys.dtype)
-        values[step.rows, step.positions] = v.to(values.dtype)
-        x = x + self.attn_out(step.attend(q, keys, values, self.n_head, self.attn_dtype))
-        q = self.cross_q(self.cross_ln(x))
-        cross = step.cross
-        x = x + self.cross_out(step.attend_audio(q, cross.keys[layer], cross.values[layer], self.n_head))
-        return self._mlp(x)
+        if past is not None:  # kept in the dtype attention runs in: it casts them to it anyway
+            dtype = self.attn_dtype or k.dtype
+            k, v = past.attach(layer, k.to(dtype), v.to(dtype))
+        return self._mlp(x + self.attn_out(attention(q, k, v, self.n_head, mask, self.attn_dtype)))
 
     def _mlp(self, x: Tensor) -> Tensor:
         return x + self.mlp(self.mlp_ln(x))
+
+    def tensors(self) -> list[list[Tensor]]:
+        """The decoder block's weights as decoder_layers reads them, in this order."""
+        norm = lambda m: [m.weight, m.bias]  # noqa: E731
+        linear = lambda m: m.tensors() if isinstance(m, Int8Linear) else [m.weight, m.bias]  # noqa: E731
+        return [norm(self.attn_ln), linear(self.qkv), linear(self.attn_out), norm(self.cross_ln), linear(self.cross_q),
+                linear(self.cross_out), norm(self.mlp_ln), linear(self.mlp[0]), linear(self.mlp[2])]
 
 
 class DecoderStep:
@@ -228,13 +232,15 @@ class DecoderStep:
     padding. Attention: every row's first m tokens (m: the fewest any row feeds) in one batched call, the rest of
     a longer feed (drafts to verify) in a call of its own over views of that row's keys; so with equal feeds, as in
     plain greedy, it is one call, and a row's drafts cost the other rows nothing. Cross-attention goes row by row,
-    each over its own audio (CrossKV keeps no padding)."""
+    each over its own audio (CrossKV keeps no padding). This is the plan (which row feeds what where);
+    decoder_layers runs it."""
 
-    def __init__(self, cache: KVCache, cross: CrossKV, counts: list[int], device: torch.device):
-        self.cache, self.cross, self.counts = cache, cross, counts
+    def __init__(self, cache: KVCache, counts: list[int], device: torch.device):
+        self.counts = counts
         self.lengths = cache.lengths.tolist()
         self.starts = [sum(counts[:r]) for r in range(len(counts))]
         B, self.m = len(counts), min(counts)
+        self.uniform = all(n == self.m for n in counts)  # packed row after row, m each: the batched call is all
         self.rows = torch.repeat_interleave(torch.arange(B, device=device), torch.tensor(counts, device=device))
         self.positions = torch.tensor([p for n, l in zip(counts, self.lengths) for p in range(l, l + n)], device=device)
         head = torch.tensor(self.starts, device=device)[:, None] + torch.arange(self.m, device=device)  # (B, m)
@@ -243,39 +249,83 @@ class DecoderStep:
         self.head_mask = (torch.arange(self.key_len, device=device)[None, None, :]
                           <= cache.lengths[:, None, None] + torch.arange(self.m, device=device)[None, :, None])[:, None]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None) -> Tensor:
-        """Packed queries (N, D) over each row's cached keys/values (B, L, D) -> (N, D)."""
-        B, m = len(self.counts), self.m
-        out = q.new_empty(q.shape)
-        if m:  # else some row feeds nothing this forward (a prefill's second one): every row goes alone
-            head = attention(q[self.head].view(B, m, -1), k[:, : self.key_len], v[:, : self.key_len], n_head,
-                             self.head_mask, dtype)
-            if all(n == m for n in self.counts):  # packed row after row, m each: the batched call is everything
-                return head.view(-1, q.shape[-1])
-            out[self.head] = head.view(-1, q.shape[-1])
-        for r, (n, start, length) in enumerate(zip(self.counts, self.starts, self.lengths)):
-            if n > m:  # this row's remaining tokens, causal among themselves
-                end = length + n
-                causal = torch.arange(end, device=q.device)[None, :] <= torch.arange(length + m, end, device=q.device)[:, None]
-                out[start + m : start + n] = attention(q[None, start + m : start + n], k[r : r + 1, :end],
-                                                       v[r : r + 1, :end], n_head, causal, dtype)[0]
-        return out
 
-    def attend_audio(self, q: Tensor, keys: list[Tensor], values: list[Tensor], n_head: int) -> Tensor:
-        """Packed queries (N, D) over each row's own audio keys/values (H, T_r, D/H) -> (N, D): one call per row,
-        no padding (segments of a batch range from a second to 30 s). Each (head, query) pair is a problem of its
-        own over that head's (expanded, not copied) keys, so a query is computed exactly as if its row fed it alone:
-        exact in the keys' own dtype, with no float64 needed. Heads go first, so a head's keys stay in cache for all
-        of a row's queries (docs/performance.md, "Kernel choices")."""
-        out = q.new_empty(q.shape)
-        for n, start, k, v in zip(self.counts, self.starts, keys, values):
-            if not n:
-                continue
-            H, T, d = k.shape
-            qh = q[start : start + n].view(n, H, d).transpose(0, 1)[:, :, None].to(k.dtype)  # (H, n, 1, d)
-            o = F.scaled_dot_product_attention(qh, k[:, None].expand(H, n, T, d), v[:, None].expand(H, n, T, d))
-            out[start : start + n] = o[:, :, 0].transpose(0, 1).reshape(n, H * d).to(q.dtype)
-        return out
+# A decoder step is about a thousand small ops. Run from Python, each one hands the GIL over and takes it back, and
+# beside the event loop and the encoder worker those handoffs made a step 40-50 % slower; compiled (TorchScript),
+# the whole forward is one call that runs without the GIL (docs/performance.md, "The decoder step without the GIL").
+
+
+@torch.jit.script
+def _linear(x: Tensor, p: list[Tensor]) -> Tensor:
+    """An int8 linear's tensors (Int8Linear.tensors) or a float one's [weight, bias]."""
+    if len(p) == 4:
+        return int8_linear(x, p[0], p[1], p[2], p[3])
+    return F.linear(x, p[0], p[1])
+
+
+@torch.jit.script
+def attend(q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | None, counts: list[int],
+           starts: list[int], lengths: list[int], m: int, uniform: bool, head: Tensor, head_mask: Tensor,
+           key_len: int) -> Tensor:
+    """Packed queries (N, D) over each row's cached keys/values (B, L, D) -> (N, D) (DecoderStep)."""
+    B, D = len(counts), q.shape[-1]
+    if m > 0:  # else some row feeds nothing this forward (a prefill's second one): every row goes alone
+        first = attention(q[head].view(B, m, D), k[:, :key_len], v[:, :key_len], n_head, head_mask, dtype).view(-1, D)
+        if uniform:
+            return first
+        out = torch.empty_like(q)
+        out[head] = first
+    else:
+        out = torch.empty_like(q)
+    for r in range(B):
+        n, start, length = counts[r], starts[r], lengths[r]
+        if n > m:  # this row's remaining tokens, causal among themselves
+            end = length + n
+            causal = torch.arange(end, device=q.device)[None, :] <= torch.arange(length + m, end, device=q.device)[:, None]
+            out[start + m : start + n] = attention(q[start + m : start + n].unsqueeze(0), k[r : r + 1, :end],
+                                                   v[r : r + 1, :end], n_head, causal, dtype)[0]
+    return out
+
+
+@torch.jit.script
+def attend_audio(q: Tensor, keys: list[Tensor], values: list[Tensor], counts: list[int], starts: list[int]) -> Tensor:
+    """Packed queries (N, D) over each row's own audio keys/values (H, T_r, D/H) -> (N, D): one call per row,
+    no padding (segments of a batch range from a second to 30 s). Each (head, query) pair is a problem of its
+    own over that head's (expanded, not copied) keys, so a query is computed exactly as if its row fed it alone:
+    exact in the keys' own dtype, with no float64 needed. Heads go first, so a head's keys stay in cache for all
+    of a row's queries (docs/performance.md, "Kernel choices")."""
+    out = torch.empty_like(q)
+    for r in range(len(counts)):
+        n, start, k, v = counts[r], starts[r], keys[r], values[r]
+        if n == 0:
+            continue
+        H, T, d = k.shape[0], k.shape[1], k.shape[2]
+        qh = q[start : start + n].view(n, H, d).transpose(0, 1).unsqueeze(2).to(k.dtype)  # (H, n, 1, d)
+        o = F.scaled_dot_product_attention(qh, k.unsqueeze(1).expand(H, n, T, d), v.unsqueeze(1).expand(H, n, T, d))
+        out[start : start + n] = o.select(2, 0).transpose(0, 1).reshape(n, H * d).to(q.dtype)
+    return out
+
+
+@torch.jit.script
+def decoder_layers(x: Tensor, weights: list[list[list[Tensor]]], n_head: int, dtype: torch.dtype | None,
+                   counts: list[int], starts: list[int], lengths: list[int], m: int, uniform: bool, rows: Tensor,
+                   positions: Tensor, head: Tensor, head_mask: Tensor, key_len: int, keys: list[Tensor],
+                   values: list[Tensor], cross_keys: list[list[Tensor]], cross_values: list[list[Tensor]]) -> Tensor:
+    """The decoder blocks over a step's packed new tokens x (N, D) (DecoderStep): each appends its keys/values to
+    the cache (keys[i], values[i]: (B, capacity, D)), attends over it, then over each row's audio."""
+    for i in range(len(weights)):
+        # w: attn_ln, qkv, attn_out, cross_ln, cross_q, cross_out, mlp_ln, mlp[0], mlp[2] (ResidualAttentionBlock.tensors)
+        w = weights[i]
+        q, k, v = _linear(layer_norm(x, w[0][0], w[0][1]), w[1]).chunk(3, -1)
+        cached_k, cached_v = keys[i], values[i]
+        cached_k[rows, positions] = k.to(cached_k.dtype)
+        cached_v[rows, positions] = v.to(cached_v.dtype)
+        x = x + _linear(attend(q, cached_k, cached_v, n_head, dtype, counts, starts, lengths, m, uniform, head,
+                               head_mask, key_len), w[2])
+        q = _linear(layer_norm(x, w[3][0], w[3][1]), w[4])
+        x = x + _linear(attend_audio(q, cross_keys[i], cross_values[i], counts, starts), w[5])
+        x = x + _linear(F.gelu(_linear(layer_norm(x, w[6][0], w[6][1]), w[7])), w[8])
+    return x
 
 
 class AudioEncoder(nn.Module):
@@ -358,11 +408,12 @@ class TextDecoder(nn.Module):
     def forward(self, tokens: Tensor, counts: list[int], cache: KVCache, cross: CrossKV) -> Tensor:
         """tokens (N,) packed row after row, counts[r] of them for row r, appended after each row's cached prefix
         -> their final hidden states (N, D), packed the same way; the cache advances by counts."""
-        step = DecoderStep(cache, cross, counts, tokens.device)
+        step = DecoderStep(cache, counts, tokens.device)
         ctx = self.positional_embedding.shape[0]
         x = self.token_embedding(tokens) + self.positional_embedding[step.positions.clamp(max=ctx - 1)]
-        for i, block in enumerate(self.blocks):
-            x = block(x, None, step, i)
+        x = decoder_layers(x, [block.tensors() for block in self.blocks], self.n_head, self.attn_dtype, counts,
+                           step.starts, step.lengths, step.m, step.uniform, step.rows, step.positions, step.head,
+                           step.head_mask, step.key_len, cache.keys, cache.values, cross.keys, cross.values)
         cache.lengths = cache.lengths + torch.tensor(counts, device=tokens.device)
         return self.ln(x)
 

@@ -31,6 +31,23 @@ BLOCK_ROWS = 256  # rows per block: the (de)quantisation stays in cache, the bit
 ROW_MAJOR_FROM = 2048
 
 
+@torch.jit.script  # compiled, so a decoder step runs without the GIL (engine/model.py: decoder_layers)
+def int8_linear(x: Tensor, weight_t: Tensor, weight_r: Tensor, scale: Tensor, bias: Tensor,
+                block_rows: int = BLOCK_ROWS) -> Tensor:
+    """(N, in) -> (N, out): each row quantised with a scale of its own, the product in int32 over weight_t (in, out)
+    for a block of one row, weight_r (row-major, or weight_t itself) for more, rescaled and biased elementwise."""
+    out = x.new_empty(x.shape[0], bias.shape[0])
+    # Blocks of rows keep the elementwise (de)quantisation in cache (encoder rows: 30 s of audio is 1500); every
+    # step is per row, so a row's result is the same in any block.
+    for start in range(0, x.shape[0], block_rows):
+        xs = x[start : start + block_rows]
+        s_x = (xs.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-12)
+        y = torch._int_mm(torch.round(xs / s_x).to(torch.int8), weight_t if xs.shape[0] == 1 else weight_r).float()
+        # elementwise, not addmm: a matmul kernel chosen by the row count could round a row differently
+        torch.addcmul(bias, y, s_x * scale, out=out[start : start + block_rows])
+    return out
+
+
 class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -63,8 +80,8 @@ class Int8Linear(nn.Module):
         return self
 
     def _row_major(self) -> None:
-        self.register_buffer("weight_r", self.weight_t.contiguous() if self.in_features >= ROW_MAJOR_FROM else None,
-                             persistent=False)
+        self.register_buffer("weight_r", self.weight_t.contiguous() if self.in_features >= ROW_MAJOR_FROM
+                             else self.weight_t, persistent=False)
 
     def _pack(self, q: Tensor, scale: Tensor) -> None:
         """fbgemm's packed weights from int8 values (out, in + SENTINELS) and per-channel scales."""
@@ -93,22 +110,18 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
+        if not self.wide:
+            return int8_linear(x, self.weight_t, self.weight_r, self.scale, self.bias).reshape(*shape[:-1], self.out_features)
         out = x.new_empty(x.shape[0], self.out_features)
-        # Blocks of BLOCK_ROWS rows keep the elementwise (de)quantisation in cache (encoder rows: 30 s of audio is
-        # 1500); every step is per row, so a row's result is the same in any block.
         for xs, ys in zip(x.split(BLOCK_ROWS), out.split(BLOCK_ROWS)):
-            if self.wide:
-                rescale = xs.abs().amax(-1, keepdim=True).clamp_(min=1e-12)  # rows into [-1, 1]
-                xn = torch.cat([xs / rescale, self.sentinels.expand(xs.shape[0], SENTINELS)], dim=-1)
-                y = torch.ops.quantized.linear_dynamic(xn, self._packed, True)
-            else:
-                s_x = (xs.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-12)
-                w = self.weight_t if self.weight_r is None or len(xs) == 1 else self.weight_r
-                y = torch._int_mm(torch.round(xs / s_x).to(torch.int8), w).float()
-                rescale = s_x * self.scale
-            # elementwise, not addmm: a matmul kernel chosen by the row count could round a row differently
-            torch.addcmul(self.bias, y, rescale, out=ys)
+            rescale = xs.abs().amax(-1, keepdim=True).clamp_(min=1e-12)  # rows into [-1, 1]
+            xn = torch.cat([xs / rescale, self.sentinels.expand(xs.shape[0], SENTINELS)], dim=-1)
+            torch.addcmul(self.bias, torch.ops.quantized.linear_dynamic(xn, self._packed, True), rescale, out=ys)
         return out.reshape(*shape[:-1], self.out_features)
+
+    def tensors(self) -> list[Tensor]:
+        """What int8_linear takes after the input (the narrow kind only)."""
+        return [self.weight_t, self.weight_r, self.scale, self.bias]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
