@@ -243,8 +243,10 @@ class Engine:
                     finished, batch = [], _fail(running, e)
                 for rid, result in finished:
                     a = running.pop(rid)  # type: ignore[call-overload]
-                    if result.looped and a.encoder != "full" and self.runner.config.encoder == "trim":
-                        # Whisper falls back to sampling when a decode loops; we fall back to its 30 s window.
+                    if result.looped and a.request.urgent and a.encoder != "full" and self.runner.config.encoder == "trim":
+                        # Whisper falls back to sampling when a decode loops; we fall back to its 30 s window. Not
+                        # for a preview: it shows what came before the loop, and the window's encode would hold up
+                        # the urgent requests behind it (ahead of the queue, 0.5-0.7 s of one core at 16 streams).
                         retry.append(replace(a, encoder="full"))
                     elif not a.future.done():
                         a.future.set_result(self.runner.finish(result, a.request.options, a.request.audio))

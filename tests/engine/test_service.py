@@ -203,3 +203,31 @@ def test_partials_take_at_most_their_share_of_the_worker(runners, speech):
     assert engine.stats.encode_s <= 0.25 * elapsed + 2.5, (engine.stats.encode_s, elapsed, served)
     with pytest.raises(ValueError):
         Engine(runner, partial_share=0)
+
+
+def test_a_looped_preview_is_not_encoded_again_over_the_window(runners, speech):
+    """A decode that loops in trim mode is encoded again over the 30 s window, ahead of the queue; a partial's is
+    not (it shows what came before the loop): under load that encode would hold up the finals behind it. Every
+    decode here counts as looped once it has 16 tokens (a compression-ratio bar below any text's)."""
+    runner = runners("base", "int8")
+    audio = load_clip(speech[0])[: 16000 * 8]
+    loops = DecodeOptions(language="en", repeat_tokens=1, compression_ratio_threshold=0.01)
+    modes: list[str | None] = []
+    start = runner.start
+    runner.start = lambda audios, options, keys, encoder=None, previews=None: (  # type: ignore[method-assign]
+        modes.append(encoder), start(audios, options, keys, encoder, previews))[1]
+    engine = Engine(runner)
+
+    async def main():
+        partial = await engine.transcribe(audio, loops, stream="p", final=False)
+        partial_modes = list(modes)
+        final = await engine.transcribe(audio, loops, stream="f", final=True)
+        return partial, partial_modes, final
+
+    try:
+        partial, partial_modes, final = asyncio.run(main())
+    finally:
+        engine.close()
+        del runner.start
+    assert partial.result.looped and partial_modes == [None]
+    assert final.text and modes[len(partial_modes):] == [None, "full"]
