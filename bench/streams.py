@@ -28,6 +28,9 @@ heard); decode latency, receipt of caption.final - receipt of its segment's spee
 A stream kept real time when its client never fell more than 0.5 s behind its sending schedule (the server reads
 what it is sent), its session ended within 10 s of the close, and its lag did not grow: the least-squares slope of
 its finals' lag behind their segment ends (receipt - (t0 + end)) over the run, times the run's span, is under 1 s.
+Finals of segments that end less than 1.5 s before the end of the run are left out of that slope, as their
+utterances are out of the latencies: the close ends every stream's open segment at once, a burst of finals that
+says nothing about keeping pace.
 `realtime` is true when every stream kept real time. Server CPU (% of one core, mean and max of 1 s samples) and
 RSS (max) come from psutil on the server process; engine batch sizes from the livecaptions_engine_batch_size
 histogram of /metrics (difference over the run); queue depth from livecaptions_engine_queue_depth (max of 1 s
@@ -138,6 +141,7 @@ class StreamResult:
     behind_s: float = 0.0  # the furthest the client fell behind its sending schedule
     ended_s: float | None = None  # close -> session.ended; None: not within END_TIMEOUT_S
     errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0  # audio sent
 
     def of(self, kind: str) -> list[Heard]:
         return [h for h in self.heard if h.type == kind]
@@ -145,8 +149,8 @@ class StreamResult:
     @property
     def growth_s(self) -> float:
         """Least-squares slope of the finals' lag behind their segment ends over audio time, times the span: how
-        much the lag grew."""
-        if len(finals := self.of(FINAL)) < 3:
+        much the lag grew (the finals of segments cut by the end of the run, CUT_S, left out)."""
+        if len(finals := [h for h in self.of(FINAL) if h.end + CUT_S <= self.duration_s]) < 3:
             return 0.0
         x, y = np.array([(h.end, h.arrival - h.end) for h in finals]).T
         if np.ptp(x) == 0:
@@ -183,7 +187,7 @@ async def run_stream(url: str, pcm: bytes, frame_ms: int) -> StreamResult:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    out = StreamResult()
+    out = StreamResult(duration_s=len(pcm) / (2 * RATE))
     loop = asyncio.get_running_loop()
     step = RATE * 2 * frame_ms // 1000
     async with connect(url, max_queue=None) as ws:

@@ -47,11 +47,15 @@ def finals(lags: list[tuple[float, float]]) -> list[Heard]:
 
 
 def test_lag_growth_separates_a_stream_that_falls_behind():
-    steady = StreamResult(finals([(t, 0.8 + 0.1 * (i % 2)) for i, t in enumerate(range(5, 75, 7))]), ended_s=0.5)
-    falling = StreamResult(finals([(t, 0.8 + 0.05 * t) for t in range(5, 75, 7)]), ended_s=0.5)
+    steady_lags = [(t, 0.8 + 0.1 * (i % 2)) for i, t in enumerate(range(5, 75, 7))]
+    steady = StreamResult(finals(steady_lags), ended_s=0.5, duration_s=75)
+    falling = StreamResult(finals([(t, 0.8 + 0.05 * t) for t in range(5, 75, 7)]), ended_s=0.5, duration_s=75)
     assert abs(steady.growth_s) < 0.2 and steady.realtime
     assert falling.growth_s == pytest.approx(0.05 * 63, rel=1e-6) and not falling.realtime
     assert not StreamResult(ended_s=None).realtime  # its session never finished
+    # the close ends the open segment: its final, late in the burst of every stream's, is not a trend
+    closed = StreamResult(finals(steady_lags + [(74.9, 2.5)]), ended_s=0.5, duration_s=75)
+    assert closed.growth_s == steady.growth_s and closed.realtime
 
 
 def test_captions_follow_the_utterance_whose_span_holds_them():
