@@ -5,10 +5,10 @@ Every request is due some time after it arrives (`Request.slack_s`: a final now,
 comes, a partial when the next one would). Rule: finals first, earliest due first, and an admission that takes
 finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses, earliest due
 first, within an audio budget per admission; else the partial due first, alone, so that a pause or a final that
-comes meanwhile waits for one preview's encode at most (docs/performance.md, "Pauses first"). A final is a caption
-people keep; a partial is only a preview; a pause is a partial of audio that ends in a pause (its transcript is the
-final if the pause turns out to end the segment). A stream has at most one queued partial or
-pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is shed (its preview
+comes meanwhile waits for one preview's encode at most (docs/performance.md, "The decoder step without the GIL;
+pauses first"). A final is a caption people keep; a partial is only a preview; a pause is a partial of audio that
+ends in a pause (its transcript is the final if the pause turns out to end the segment). A stream has at most one
+queued partial or pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is shed (its preview
 would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is how late a
 request started: now minus its due time.
 
