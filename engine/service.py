@@ -57,7 +57,7 @@ class Engine:
         self._wake = threading.Condition()
         self._closed = False
         self._ready: list[tuple[Batch, list[_Running]]] = []  # encoded and prefilled, to join the decode batch
-        self._retry: list[_Running] = []  # looped in trim mode: encoded again over the 30 s window, ahead of the queue
+        self._retry: list[_Running] = []  # looped in trim mode: encoded again (_Running.encoder), ahead of the queue
         self._preparing: list[_Running] = []  # being encoded
         self._decoding: list[_Running] = []  # rows of the decode batch (the decoder's own list, as of its last step)
         self._previews: dict[str, Preview] = {}  # by stream: its latest segment's encoding, kept for its next decodes
@@ -196,11 +196,14 @@ class Engine:
                 streams = {r.stream for r in self._scheduler.requests()} | {a.request.stream for a in flight}
                 busy = len(streams | {a.request.stream for a in admitted}) > 1
                 previews = [self._preview(a.request, busy) for a in admitted]
+                for a, kept in zip(admitted, previews):
+                    a.kept = kept is not None
                 # The decoder's only input is this worker's output: idle now, it stays idle through this encode,
                 # which may then use its cores too.
                 self.runner.share_cores(1 if not (self._decoding or self._ready) else len(self._threads))
             t0 = time.perf_counter()
-            started = [new for group, encoder, kept in ((retry, "full", None), (admitted, None, previews))
+            again = [(group, mode, None) for mode in ("trim", "full") if (group := [a for a in retry if a.encoder == mode])]
+            started = [new for group, encoder, kept in (*again, (admitted, None, previews))
                        if group and (new := self._start(group, encoder, kept)) is not None]
             spent = time.perf_counter() - t0
             with self._wake:
@@ -244,10 +247,11 @@ class Engine:
                 for rid, result in finished:
                     a = running.pop(rid)  # type: ignore[call-overload]
                     if result.looped and a.request.urgent and a.encoder != "full" and self.runner.config.encoder == "trim":
-                        # Whisper falls back to sampling when a decode loops; we fall back to its 30 s window. Not
-                        # for a preview: it shows what came before the loop, and the window's encode would hold up
-                        # the urgent requests behind it (ahead of the queue, 0.5-0.7 s of one core at 16 streams).
-                        retry.append(replace(a, encoder="full"))
+                        # Whisper falls back to sampling when a decode loops; we fall back to the segment encoded in
+                        # full when it extended a kept encoding (an approximation), else to its 30 s window. Not for
+                        # a preview: it shows what came before the loop, and the encode would hold up the urgent
+                        # requests behind it (ahead of the queue; the window's is 0.5-0.7 s of a core at 16 streams).
+                        retry.append(replace(a, encoder="trim" if a.kept else "full", kept=False))
                     elif not a.future.done():
                         a.future.set_result(self.runner.finish(result, a.request.options, a.request.audio))
                 if batch is not None and not batch.rows:
@@ -316,4 +320,5 @@ class _Running:
     rid: int
     request: Request
     future: concurrent.futures.Future
-    encoder: str | None = None  # None: the configured mode; "full": a retry over the 30 s window
+    encoder: str | None = None  # None: the configured mode; a retry: "trim" (no kept encoding), "full" (30 s window)
+    kept: bool = False  # it extended its stream's kept encoding (Engine._preview)

@@ -205,29 +205,34 @@ def test_partials_take_at_most_their_share_of_the_worker(runners, speech):
         Engine(runner, partial_share=0)
 
 
-def test_a_looped_preview_is_not_encoded_again_over_the_window(runners, speech):
-    """A decode that loops in trim mode is encoded again over the 30 s window, ahead of the queue; a partial's is
-    not (it shows what came before the loop): under load that encode would hold up the finals behind it. Every
-    decode here counts as looped once it has 16 tokens (a compression-ratio bar below any text's)."""
+def test_a_looped_decode_is_encoded_again_in_full_and_a_preview_is_not(runners, speech):
+    """A decode that loops in trim mode is encoded again, ahead of the queue: the segment in full when it extended
+    its stream's kept encoding (an approximation, as on a busy engine), then its 30 s window. A partial's is not
+    (it shows what came before the loop): under load that encode would hold up the finals behind it. Decodes with
+    `loops` count as looped once they have 16 tokens (a compression-ratio bar below any text's)."""
     runner = runners("base", "int8")
-    audio = load_clip(speech[0])[: 16000 * 8]
+    audio = load_clip(speech[0])
     loops = DecodeOptions(language="en", repeat_tokens=1, compression_ratio_threshold=0.01)
-    modes: list[str | None] = []
+    calls: list[tuple[str | None, bool]] = []  # (encoder, whether a row extended a kept encoding)
     start = runner.start
     runner.start = lambda audios, options, keys, encoder=None, previews=None: (  # type: ignore[method-assign]
-        modes.append(encoder), start(audios, options, keys, encoder, previews))[1]
+        calls.append((encoder, any(p is not None for p in previews or []))),
+        start(audios, options, keys, encoder, previews))[1]
     engine = Engine(runner)
 
     async def main():
-        partial = await engine.transcribe(audio, loops, stream="p", final=False)
-        partial_modes = list(modes)
-        final = await engine.transcribe(audio, loops, stream="f", final=True)
-        return partial, partial_modes, final
+        partial = await engine.transcribe(audio[: 16000 * 8], loops, stream="s", final=False)
+        after_partial = len(calls)
+        # two streams' finals at once (a busy engine): the first extends what its partial kept
+        finals = await asyncio.gather(engine.transcribe(audio[: 16000 * 9], loops, stream="s"),
+                                      engine.transcribe(audio[: 16000 * 4], DecodeOptions(language="en"), stream="o"))
+        return partial, after_partial, finals
 
     try:
-        partial, partial_modes, final = asyncio.run(main())
+        partial, after_partial, finals = asyncio.run(main())
     finally:
         engine.close()
         del runner.start
-    assert partial.result.looped and partial_modes == [None]
-    assert final.text and modes[len(partial_modes):] == [None, "full"]
+    assert partial.result.looped and after_partial == 1  # shown as it is: not encoded again
+    assert calls[1][1] and [e for e, _ in calls[1:]][-2:] == ["trim", "full"]  # in full, then the window
+    assert all(f.text for f in finals)
