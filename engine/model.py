@@ -269,14 +269,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | No
            key_len: int) -> Tensor:
     """Packed queries (N, D) over each row's cached keys/values (B, L, D) -> (N, D) (DecoderStep)."""
     B, D = len(counts), q.shape[-1]
+    out = torch.empty_like(q)
     if m > 0:  # else some row feeds nothing this forward (a prefill's second one): every row goes alone
         first = attention(q[head].view(B, m, D), k[:, :key_len], v[:, :key_len], n_head, head_mask, dtype).view(-1, D)
         if uniform:
             return first
-        out = torch.empty_like(q)
         out[head] = first
-    else:
-        out = torch.empty_like(q)
     for r in range(B):
         n, start, length = counts[r], starts[r], lengths[r]
         if n > m:  # this row's remaining tokens, causal among themselves
