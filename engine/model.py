@@ -305,24 +305,24 @@ def attend_audio(q: Tensor, keys: list[Tensor], values: list[Tensor], counts: li
 
 
 @torch.jit.script
-def decoder_layers(x: Tensor, weights: list[list[list[Tensor]]], n_head: int, dtype: torch.dtype | None,
+def decoder_layers(x: Tensor, weights: list[list[list[Tensor]]], eps: float, n_head: int, dtype: torch.dtype | None,
                    counts: list[int], starts: list[int], lengths: list[int], m: int, uniform: bool, rows: Tensor,
                    positions: Tensor, head: Tensor, head_mask: Tensor, key_len: int, keys: list[Tensor],
                    values: list[Tensor], cross_keys: list[list[Tensor]], cross_values: list[list[Tensor]]) -> Tensor:
     """The decoder blocks over a step's packed new tokens x (N, D) (DecoderStep): each appends its keys/values to
-    the cache (keys[i], values[i]: (B, capacity, D)), attends over it, then over each row's audio."""
+    the cache (keys[i], values[i]: (B, capacity, D)), attends over it, then over each row's audio. `eps`: the
+    blocks' layer norms'."""
     for i in range(len(weights)):
-        # w: attn_ln, qkv, attn_out, cross_ln, cross_q, cross_out, mlp_ln, mlp[0], mlp[2] (ResidualAttentionBlock.tensors)
-        w = weights[i]
-        q, k, v = _linear(layer_norm(x, w[0][0], w[0][1]), w[1]).chunk(3, -1)
+        w = weights[i]  # attn_ln, qkv, attn_out, cross_ln, cross_q, cross_out, mlp_ln, mlp[0], mlp[2] (tensors())
+        q, k, v = _linear(layer_norm(x, w[0][0], w[0][1], eps), w[1]).chunk(3, -1)
         cached_k, cached_v = keys[i], values[i]
         cached_k[rows, positions] = k.to(cached_k.dtype)
         cached_v[rows, positions] = v.to(cached_v.dtype)
         x = x + _linear(attend(q, cached_k, cached_v, n_head, dtype, counts, starts, lengths, m, uniform, head,
                                head_mask, key_len), w[2])
-        q = _linear(layer_norm(x, w[3][0], w[3][1]), w[4])
+        q = _linear(layer_norm(x, w[3][0], w[3][1], eps), w[4])
         x = x + _linear(attend_audio(q, cross_keys[i], cross_values[i], counts, starts), w[5])
-        x = x + _linear(F.gelu(_linear(layer_norm(x, w[6][0], w[6][1]), w[7])), w[8])
+        x = x + _linear(F.gelu(_linear(layer_norm(x, w[6][0], w[6][1], eps), w[7])), w[8])
     return x
 
 
@@ -409,9 +409,9 @@ class TextDecoder(nn.Module):
         step = DecoderStep(cache, counts, tokens.device)
         ctx = self.positional_embedding.shape[0]
         x = self.token_embedding(tokens) + self.positional_embedding[step.positions.clamp(max=ctx - 1)]
-        x = decoder_layers(x, [block.tensors() for block in self.blocks], self.n_head, self.attn_dtype, counts,
-                           step.starts, step.lengths, step.m, step.uniform, step.rows, step.positions, step.head,
-                           step.head_mask, step.key_len, cache.keys, cache.values, cross.keys, cross.values)
+        x = decoder_layers(x, [block.tensors() for block in self.blocks], self.ln.eps, self.n_head, self.attn_dtype,
+                           counts, step.starts, step.lengths, step.m, step.uniform, step.rows, step.positions,
+                           step.head, step.head_mask, step.key_len, cache.keys, cache.values, cross.keys, cross.values)
         cache.lengths = cache.lengths + torch.tensor(counts, device=tokens.device)
         return self.ln(x)
 

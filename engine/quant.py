@@ -111,7 +111,8 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         if not self.wide:
-            return int8_linear(x, self.weight_t, self.weight_r, self.scale, self.bias).reshape(*shape[:-1], self.out_features)
+            out = int8_linear(x, self.weight_t, self.weight_r, self.scale, self.bias)
+            return out.reshape(*shape[:-1], self.out_features)
         out = x.new_empty(x.shape[0], self.out_features)
         for xs, ys in zip(x.split(BLOCK_ROWS), out.split(BLOCK_ROWS)):
             rescale = xs.abs().amax(-1, keepdim=True).clamp_(min=1e-12)  # rows into [-1, 1]

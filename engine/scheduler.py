@@ -8,9 +8,9 @@ first, within an audio budget per admission; else the partial due first, alone, 
 comes meanwhile waits for one preview's encode at most (docs/performance.md, "The decoder step without the GIL;
 pauses first"). A final is a caption people keep; a partial is only a preview; a pause is a partial of audio that
 ends in a pause (its transcript is the final if the pause turns out to end the segment). A stream has at most one
-queued partial or pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is shed (its preview
-would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is how late a
-request started: now minus its due time.
+queued partial or pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is
+shed (its preview would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is
+how late a request started: now minus its due time.
 
 Partials also wait while a final waits or decodes (each would slow every step of the final's decode), and they may
 take only `partial_share` of the encoder's time, as a token bucket: each second earns that share of encoding,

@@ -202,7 +202,7 @@ class Engine:
                 # which may then use its cores too.
                 self.runner.share_cores(1 if not (self._decoding or self._ready) else len(self._threads))
             t0 = time.perf_counter()
-            again = [(group, mode, None) for mode in ("trim", "full") if (group := [a for a in retry if a.encoder == mode])]
+            again = [([a for a in retry if a.encoder == mode], mode, None) for mode in ("trim", "full")]
             started = [new for group, encoder, kept in (*again, (admitted, None, previews))
                        if group and (new := self._start(group, encoder, kept)) is not None]
             spent = time.perf_counter() - t0
@@ -246,12 +246,13 @@ class Engine:
                     finished, batch = [], _fail(running, e)
                 for rid, result in finished:
                     a = running.pop(rid)  # type: ignore[call-overload]
-                    if result.looped and a.request.urgent and a.encoder != "full" and self.runner.config.encoder == "trim":
+                    trimmed = a.encoder != "full" and self.runner.config.encoder == "trim"
+                    if result.looped and a.request.urgent and trimmed:
                         # Whisper falls back to sampling when a decode loops; we fall back to the segment encoded in
                         # full when it extended a kept encoding (an approximation), else to its 30 s window. Not for
                         # a preview: it shows what came before the loop, and the encode would hold up the urgent
                         # requests behind it (ahead of the queue; the window's is 0.5-0.7 s of a core at 16 streams).
-                        retry.append(replace(a, encoder="trim" if a.kept else "full", kept=False))
+                        retry.append(replace(a, encoder="trim" if a.kept and a.encoder is None else "full"))
                     elif not a.future.done():
                         a.future.set_result(self.runner.finish(result, a.request.options, a.request.audio))
                 if batch is not None and not batch.rows:

@@ -148,13 +148,14 @@ def test_a_lead_read_again_after_the_new_words_is_dropped(runners):
     lead's again, then its own again, and ended (a Deepgram live test under load): it keeps its own words. New
     words that merely end like the lead stay, and so does a lead of fewer than 3 words said again."""
     decoder, tok = runners("base", "int8").decoder, runners("base", "int8").tokenizer
-    lead = tuple(tok.encode(" And so my fellow Americans."))
-    said = lambda prefix: _words(tok.decode(list(prefix)))  # noqa: E731
-    cut = lambda text, prefix=lead: tok.decode(tok.encode(text)[: decoder._reread_after(said(prefix), tok.encode(text)) or None])  # noqa: E731
+    def cut(text: str, lead: str = " And so my fellow Americans.") -> str:
+        out = tok.encode(text)
+        return tok.decode(out[: decoder._reread_after(_words(lead), out) or None])
+
     assert cut(" Ask not. And so my fellow Americans. Ask not.") == " Ask not."
     assert cut(" Ask not. And so my fellow Americans. Ask") == " Ask not."
     assert cut(" We hear you, and so my fellow Americans.") == " We hear you, and so my fellow Americans."
-    assert cut(" Thank you. Thank you.", tuple(tok.encode(" Thank you."))) == " Thank you. Thank you."
+    assert cut(" Thank you. Thank you.", " Thank you.") == " Thank you. Thank you."
 
 
 def test_bad_segments_are_rejected_clearly(runners):
