@@ -233,6 +233,9 @@ class ModelRunner:
         threads become the configured count, or else an equal share of the cores. Each thread that runs torch ops
         has its own OpenMP team, and a full-size team per worker keeps its threads spinning on the cores the other
         worker computes on (docs/performance.md, "Kernel choices")."""
+        # A thread's first parallel op sets its team to the count some thread set last (torch's lazy per-thread
+        # init): asking first runs that init now, so the count set next is the one this thread keeps.
+        torch.get_num_threads()
         torch.set_num_threads(self.config.threads or max(1, self._cores // workers))
 
     def step(self, batch: Batch) -> list[tuple[object, DecodeResult]]:

@@ -236,3 +236,48 @@ def test_a_looped_decode_is_encoded_again_in_full_and_a_preview_is_not(runners, 
     assert partial.result.looped and after_partial == 1  # shown as it is: not encoded again
     assert calls[1][1] and [e for e, _ in calls[1:]][-2:] == ["trim", "full"]  # in full, then the window
     assert all(f.text for f in finals)
+
+
+def test_a_worker_keeps_its_share_of_the_cores(runners):
+    """Each worker thread takes its share of the cores once (ModelRunner.share_cores); the other worker then sets
+    another count for itself (the encoder, whenever the decoder is idle), and the first one's later ops must still
+    run on its own share, not on the count set last by any thread (torch's lazy per-thread init took that one: the
+    decoder then stepped on two threads, one of them spinning on the encoder's core)."""
+    import threading
+
+    import torch
+
+    runner = runners("base", "int8")
+    main_count = torch.get_num_threads()
+    shared, other_set, seen = threading.Event(), threading.Event(), {}
+
+    def share() -> None:  # what a thread's share is, read at once
+        runner.share_cores(2)
+        seen["share"] = torch.get_num_threads()
+
+    def worker() -> None:
+        runner.share_cores(2)
+        shared.set()
+        other_set.wait(10)
+        torch.ones(1 << 16).cumsum(0)  # the thread's first op, after the other thread set its count
+        seen["after"] = torch.get_num_threads()
+
+    def other(count: int) -> None:
+        shared.wait(10)
+        torch.set_num_threads(count)
+        other_set.set()
+
+    threads = [threading.Thread(target=share), threading.Thread(target=worker),
+               threading.Thread(target=other, args=(main_count + 1,))]
+    threads[0].start()
+    threads[0].join(20)
+    try:
+        for t in threads[1:]:
+            t.start()
+        for t in threads[1:]:
+            t.join(20)
+    finally:
+        restore = threading.Thread(target=torch.set_num_threads, args=(main_count,))  # the count new threads take
+        restore.start()
+        restore.join()
+    assert seen["after"] == seen["share"] <= main_count, seen
