@@ -72,6 +72,13 @@ class Batch:
         self.cross.select(order)
         self.last_hidden = self.last_hidden[torch.tensor(order, dtype=torch.long, device=self.last_hidden.device)]
 
+    def redraft(self, keys: set[object], hypothesis: tuple[int, ...]) -> None:
+        """Rows `keys` verify `hypothesis` as their drafts from now on, where it is longer than their previous one (a
+        newer reading of audio theirs begins with). Their output stays the greedy one; only its speed changes."""
+        for r in self.rows:
+            if r.key in keys and len(hypothesis) > len(r.opts.previous):
+                r.opts = replace(r.opts, previous=hypothesis)
+
     @torch.inference_mode()  # the caches are inference tensors, written in place
     def extend(self, other: Batch) -> None:
         """`other`'s rows join this batch (after ours)."""

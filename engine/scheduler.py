@@ -103,6 +103,10 @@ class Scheduler:
             dropped.append((oldest, Overloaded("engine overloaded: partial shed (finals are still served)")))
         return rid, dropped
 
+    def waiting(self, stream: str) -> bool:
+        """Whether a partial (not a pause) of `stream` is queued."""
+        return any(r.stream == stream and not r.pause for r in self.partials.values())
+
     def promote(self, stream: str) -> bool:
         """Make `stream`'s queued partial a final (it turned out to be one: the segment ended where it does)."""
         for i, r in self.partials.items():

@@ -125,6 +125,11 @@ class Engine:
             fut.cancel()  # a queued request is skipped when its batch is formed
             raise
 
+    def waiting(self, stream: str) -> bool:
+        """Whether a partial (not a pause) of `stream` is queued, not started: a newer one would replace it."""
+        with self._wake:
+            return self._scheduler.waiting(stream)
+
     def promote(self, stream: str) -> bool:
         """Serve `stream`'s queued partial as a final from now on -> whether one was queued."""
         with self._wake:
@@ -254,6 +259,8 @@ class Engine:
                         # requests behind it (ahead of the queue; the window's is 0.5-0.7 s of a core at 16 streams).
                         retry.append(replace(a, encoder="trim" if a.kept and a.encoder is None else "full"))
                     elif not a.future.done():
+                        if batch is not None and not a.request.urgent:
+                            _redraft(batch, running, a.request, result.tokens)
                         a.future.set_result(self.runner.finish(result, a.request.options, a.request.audio))
                 if batch is not None and not batch.rows:
                     batch = None  # drained: its caches (spare rows included) go, the next admission sizes its own
@@ -307,6 +314,16 @@ class Engine:
         self.stats = replace(s, batches=s.batches + 1, segments=s.segments + len(admitted),
                              audio_s=s.audio_s + sum(len(a.request.audio) for a in admitted) / SAMPLE_RATE,
                              encode_s=s.encode_s + seconds, last_batch=size, batch_sizes=(s.batch_sizes + [size])[-256:])
+
+
+def _redraft(batch: Batch, running: dict[int, _Running], preview: Request, tokens: tuple[int, ...]) -> None:
+    """A preview's reading is newer than the one the rows of its stream decoding audio that begins with its own
+    were given (a pause's decode starts beside the partial in flight): they verify it as their drafts from now on."""
+    audio = preview.audio
+    keys = {rid for rid, a in running.items() if a.request.stream == preview.stream
+            and len(a.request.audio) >= len(audio) and np.array_equal(a.request.audio[: len(audio)], audio)}
+    if keys:
+        batch.redraft(keys, tokens)
 
 
 def _fail(running: dict[int, _Running], error: Exception) -> None:

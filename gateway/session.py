@@ -6,10 +6,11 @@
     await session.close()     # end of stream: waits for every final, then session.ended
 
 Events go to `emit` one at a time, in `seq` order (an `emit` that blocks holds the session back: back-pressure).
-Per segment: speech.started; caption.partial while it grows (at most one partial decode in flight per session; a
-partial that comes due meanwhile waits, and only the newest waiting one is kept); speech.stopped when the segmenter
-ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused, pause_ms
-after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio its
+Per segment: speech.started; caption.partial while it grows (at most one partial decode running per session: a
+partial that comes due while the one before still waits in the engine's queue replaces it there, with the newer
+audio; one that comes due while it runs waits, and only the newest waiting one is kept); speech.stopped when the
+segmenter ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused,
+pause_ms after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio its
 final will hold if the pause lasts (shown as a partial); when the segment then ends there, that result is the final
 (the engine's output does not depend on batching or drafts, so it is the same transcript), out the moment the
 endpoint is heard instead of a decode later. A partial already in flight when its segment ends is still shown
@@ -89,8 +90,8 @@ class SessionConfig:
     # ms of silence that end the speaker's turn (turn.ended, after the turn's finals; at least endpoint_ms): longer
     # than the pauses inside a sentence (docs/performance.md, "End of turn").
     turn_ms: int = 700
-    # ms of new speech between partials. At most one partial decode is in flight per stream and only the newest
-    # waiting one is kept, so a busy engine makes fewer (docs/performance.md, "Live latency").
+    # ms of new speech between partials. At most one partial decode runs per stream, and a queued one is replaced by
+    # the next with newer audio, so a busy engine makes fewer and none is stale (docs/performance.md, "Live latency").
     partial_interval_ms: int = 250
     # True: a segment that held no words still gets a caption.final (empty text), for protocols that answer every
     # turn they announced (gateway/compat: a realtime item is completed, a Deepgram turn is final, even if silent)
@@ -349,7 +350,8 @@ class CaptionSession:
             elif isinstance(e, vad.PartialDue):
                 if self.config.partials and self._open is not None and self._open.id == segment:
                     self._due = _Due(segment, self._seconds(e.end), e.audio)
-                    if self._partial is None:
+                    # the one before still queued in the engine: this one replaces it there, with newer audio
+                    if self._partial is None or self.engine.waiting(self.stream_id):
                         self._start_partial()
             elif isinstance(e, vad.SpeechPaused):  # decoded at once, beside any partial: it may be the final
                 if self._open is not None and self._open.id == segment:
@@ -391,11 +393,13 @@ class CaptionSession:
         self._partial = self._spawn(self._run_partial(due, self._open.tokens))  # tokens of the partial before
 
     async def _run_partial(self, due: _Due, previous: tuple[int, ...]) -> None:
+        mine = asyncio.current_task()
         try:
             await self._show(due, (await self._decode_partial(due, previous))[1])
         finally:
-            self._partial = None
-        if self._due is not None and self._state != "ended":
+            if self._partial is mine:  # else a newer partial replaced it in the queue and is in flight now
+                self._partial = None
+        if self._partial is None and self._due is not None and self._state != "ended":
             self._start_partial()
 
     async def _run_pause(self, due: _Due, previous: tuple[int, ...]) -> None:

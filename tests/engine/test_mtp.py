@@ -106,6 +106,23 @@ def test_previous_hypothesis_drafts_on_growing_partials(runners, speech, compute
     assert tok / fwd > 2.0
 
 
+def test_a_newer_hypothesis_given_mid_decode_keeps_the_greedy_tokens(runners, speech):
+    """A row handed a newer hypothesis while it decodes (Batch.redraft: its stream's latest partial, which came
+    back meanwhile) verifies it from then on: the same tokens as greedy, in fewer forwards."""
+    runner = runners("base", "int8")
+    audio = load_clip(speech[0])[: 8 * 16000]
+    plain = runner.transcribe([audio], DecodeOptions(language="en", drafts=None))[0].result
+    batch = runner.start([audio], [DecodeOptions(language="en", drafts="previous")], ["row"])
+    finished = [r for _ in range(3) for r in runner.step(batch)]
+    batch.redraft({"other"}, plain.tokens)  # another row's: not this one's
+    assert batch.rows[0].opts.previous == ()
+    batch.redraft({"row"}, plain.tokens)
+    while batch.rows:
+        finished += runner.step(batch)
+    (key, result), = finished
+    assert key == "row" and result.tokens == plain.tokens and result.forwards < plain.forwards - 5
+
+
 def test_hypothesis_drafts_realign():
     assert hypothesis_drafts([1, 2], (1, 2, 3, 4, 5), 2) == [3, 4]
     assert hypothesis_drafts([9, 2, 3], (1, 2, 3, 4, 5), 3) == [4, 5]  # diverged, the tail 2 3 is found again

@@ -21,6 +21,7 @@ def test_scheduler_policy():
     p1, _ = s.add(Request("s1", a, final=False))
     p2, dropped = s.add(Request("s1", a, final=False))
     assert [i for i, _ in dropped] == [p1] and isinstance(dropped[0][1], Superseded)
+    assert s.waiting("s1") and not s.waiting("s2")  # a partial of s1 is queued: a newer one would replace it
     f1, _ = s.add(Request("s2", a, final=True))
     p3, _ = s.add(Request("s3", a, final=False))
     p4, dropped = s.add(Request("s4", a, final=False))  # over the bound: the oldest partial goes
@@ -46,6 +47,7 @@ def test_scheduler_policy():
     p7, _ = s.add(Request("s8", a, final=False, pause=True, slack_s=0.3))
     assert ids(s.schedule(8, final_in_flight=True)[0]) == [p7]
     p8, _ = s.add(Request("s9", a, final=False, pause=True, slack_s=0.25))
+    assert not s.waiting("s9")  # a queued pause is not a waiting partial
     p9, _ = s.add(Request("s10", a, final=False, slack_s=0.1))
     assert ids(s.schedule(8)[0]) == [p8]
     assert ids(s.schedule(8)[0]) == [p9] and ids(s.schedule(8)[0]) == [p6]

@@ -379,3 +379,29 @@ def test_the_decode_of_the_last_pause_is_the_final(runners, speech):
             led = runner.transcribe([own], DecodeOptions(language="en"))[0]
         assert final.text == led.text and final.decode["tokens"] == led.result.emitted
         before = piece, led.result.tokens
+
+
+def test_a_partial_waiting_in_the_queue_is_replaced_by_a_newer_one(runners, speech):
+    """Under load a stream's partial may wait in the engine's queue (here: no credit for previews for the first
+    two seconds); one that comes due meanwhile replaces it there, so the preview that runs shows the newest audio,
+    not the audio of the first one asked for."""
+    jfk = load_clip(speech[0])[: 4 * RATE]
+    engine = Engine(runners("base", "int8"), partial_share=0.5)
+    engine._scheduler.credit = -1.0  # two seconds of the clock before previews may run
+    s, run = session(engine)
+
+    async def main() -> None:
+        for i in range(0, len(jfk), RATE // 10):
+            await s.feed(jfk[i : i + RATE // 10])
+            await asyncio.sleep(0.1)
+        await s.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    check_order(run.events)
+    partials = run.of(ev.CaptionPartial)
+    assert partials and engine.partials_dropped["superseded"] >= 3
+    # the first preview shown heard at least 1.5 s of audio: it was asked for after the credit came back or near it
+    assert partials[0].end >= 1.5, [(p.end, p.text) for p in partials]
