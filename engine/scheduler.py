@@ -4,9 +4,9 @@ engine's service (engine/service.py) only runs what this decides.
 Every request is due some time after it arrives (`Request.slack_s`: a final now, a pause's decode when its endpoint
 comes, a partial when the next one would). Rule: finals first, earliest due first, and an admission that takes
 finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses, earliest due
-first, within an audio budget per admission; else the partial due first, alone, so that a pause or a final that
-comes meanwhile waits for one preview's encode at most (docs/performance.md, "The decoder step without the GIL;
-pauses first"). A final is a caption people keep; a partial is only a preview; a pause is a partial of audio that
+first, within an audio budget per admission; else one partial, alone, so that a pause or a final that comes
+meanwhile waits for one preview's encode at most (docs/performance.md, "The decoder step without the GIL; pauses
+first"): the first words of a segment before the other partials, earliest due first. A final is a caption people keep; a partial is only a preview; a pause is a partial of audio that
 ends in a pause (its transcript is the final if the pause turns out to end the segment). A stream has at most one
 queued partial or pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is
 shed (its preview would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is
@@ -38,6 +38,7 @@ class Request:
     final: bool = True  # False: a partial of a growing segment
     pause: bool = False  # a partial of the segment up to a pause: likely its final (scheduled before partials)
     slack_s: float = 0.0  # seconds after it arrives by which its result is wanted
+    first: bool = False  # a partial of a segment nothing of which has been shown yet: its first words
 
     @property
     def urgent(self) -> bool:
@@ -151,8 +152,8 @@ class Scheduler:
                 if chosen and audio_s > budget_s:
                     break
                 chosen.append(i)
-        elif partials and self.partials:
-            chosen = [min(self.partials, key=self.due.__getitem__)]
+        elif partials and self.partials:  # first words first
+            chosen = [min(self.partials, key=lambda i: (not self.partials[i].first, self.due[i]))]
         batch = [(i, self.finals.pop(i, None) or self.partials.pop(i), now - self.due.pop(i)) for i in chosen]
         return batch, dropped
 

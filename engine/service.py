@@ -110,15 +110,16 @@ class Engine:
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions = DecodeOptions(), *, stream: str = "",
                          final: bool = True, pause: bool = False, previous: tuple[int, ...] = (),
-                         previous_language: str | None = None, slack_s: float = 0.0) -> Transcript:
+                         previous_language: str | None = None, slack_s: float = 0.0, first: bool = False) -> Transcript:
         """`final` False: a partial (a preview); `pause` too: a partial up to a pause, likely the final (scheduler).
         `previous`, `previous_language`: the previous partial's tokens, drafts to verify (engine/mtp.py), and its
         language, the one to try first when detecting (DecodeOptions). `slack_s`: wanted that many seconds from now
-        (the scheduler serves the earliest due first)."""
+        (the scheduler serves the earliest due first). `first`: a partial of a segment none of which has been shown
+        (served before other partials)."""
         if previous or previous_language:
             options = replace(options, previous=tuple(previous) or options.previous,
                               previous_language=previous_language or options.previous_language)
-        fut = self.submit(Request(stream, audio, options, final, pause and not final, slack_s))
+        fut = self.submit(Request(stream, audio, options, final, pause and not final, slack_s, first and not final))
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:

@@ -440,10 +440,11 @@ class CaptionSession:
         # due when the next partial would come, a pause's decode when its endpoint would
         cfg = self._segmenter.config
         slack_ms = cfg.endpoint_ms - cfg.pause_ms if pause else cfg.partial_interval_ms
+        seg = self._segments.get(due.segment)
         try:
             t = await self.engine.transcribe(audio, options, stream=self.stream_id, final=False, pause=pause,
                                              previous=previous, previous_language=self._language,
-                                             slack_s=slack_ms / 1000)
+                                             slack_s=slack_ms / 1000, first=seg is not None and not seg.shown)
             self._language = t.result.language
             return options, t
         except (Superseded, Overloaded, Cancelled) as e:

@@ -51,6 +51,10 @@ def test_scheduler_policy():
     p9, _ = s.add(Request("s10", a, final=False, slack_s=0.1))
     assert ids(s.schedule(8)[0]) == [p8]
     assert ids(s.schedule(8)[0]) == [p9] and ids(s.schedule(8)[0]) == [p6]
+    # a segment's first words before other partials, whatever their due times
+    later, _ = s.add(Request("s11", a, final=False, slack_s=0.2))
+    first, _ = s.add(Request("s12", a, final=False, slack_s=0.5, first=True))
+    assert ids(s.schedule(8)[0]) == [first] and ids(s.schedule(8)[0]) == [later]
     f2, _ = s.add(Request("s11", a, final=True, slack_s=0.2))
     f3, _ = s.add(Request("s12", a, final=True))
     assert ids(s.schedule(8)[0]) == [f3, f2]
