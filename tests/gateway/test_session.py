@@ -352,14 +352,8 @@ def test_the_decode_of_the_last_pause_is_the_final(runners, speech):
     engine = Engine(runners("base", "int8"))
     s, run = session(engine, SessionConfig(language="en", partials=False))  # finals only: pauses are still decoded
 
-    async def main() -> None:
-        for i in range(0, len(audio), RATE // 10):  # real time, so each pause's decode is done before the next
-            await s.feed(audio[i : i + RATE // 10])
-            await asyncio.sleep(0.1)
-        await s.close()
-
     try:
-        asyncio.run(main())
+        asyncio.run(play(s, audio, speed=1, chunk_ms=100))  # real time, so each pause's decode is done before the next
     finally:
         engine.close()
     vad_events = (segmenter := Segmenter(s.config.segmenter())).feed(audio) + segmenter.flush()
@@ -390,14 +384,8 @@ def test_a_partial_waiting_in_the_queue_is_replaced_by_a_newer_one(runners, spee
     engine._scheduler.credit = -1.0  # two seconds of the clock before previews may run
     s, run = session(engine)
 
-    async def main() -> None:
-        for i in range(0, len(jfk), RATE // 10):
-            await s.feed(jfk[i : i + RATE // 10])
-            await asyncio.sleep(0.1)
-        await s.close()
-
     try:
-        asyncio.run(main())
+        asyncio.run(play(s, jfk, speed=1, chunk_ms=100))
     finally:
         engine.close()
     check_order(run.events)
