@@ -279,7 +279,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, n_head: int, dtype: torch.dtype | No
         n, start, length = counts[r], starts[r], lengths[r]
         if n > m:  # this row's remaining tokens, causal among themselves
             end = length + n
-            causal = torch.arange(end, device=q.device)[None, :] <= torch.arange(length + m, end, device=q.device)[:, None]
+            ahead = torch.arange(length + m, end, device=q.device)  # this row's remaining positions
+            causal = torch.arange(end, device=q.device)[None, :] <= ahead[:, None]
             out[start + m : start + n] = attention(q[start + m : start + n].unsqueeze(0), k[r : r + 1, :end],
                                                    v[r : r + 1, :end], n_head, causal, dtype)[0]
     return out

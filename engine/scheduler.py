@@ -6,11 +6,12 @@ comes, a partial when the next one would). Rule: finals first, earliest due firs
 finals takes nothing else (the encoder runs a whole admission before any of it decodes); else pauses, earliest due
 first, within an audio budget per admission; else one partial, alone, so that a pause or a final that comes
 meanwhile waits for one preview's encode at most (docs/performance.md, "The decoder step without the GIL; pauses
-first"): the first words of a segment before the other partials, earliest due first. A final is a caption people keep; a partial is only a preview; a pause is a partial of audio that
-ends in a pause (its transcript is the final if the pause turns out to end the segment). A stream has at most one
-queued partial or pause (a newer one replaces the stale one). A partial still queued STALE_S past its due time is
-shed (its preview would be old news), and so is the oldest when the queue is full; finals are never shed. `lag` is
-how late a request started: now minus its due time.
+first"): the first words of a segment before the other partials, earliest due first. A final is a caption people
+keep; a partial is only a preview; a pause is a partial of audio that ends in a pause (its transcript is the final
+if the pause turns out to end the segment). A stream has at most one queued partial or pause (a newer one replaces
+the stale one). A partial still queued STALE_S past its due time is shed (its preview would be old news), and so is
+the oldest when the queue is full; finals are never shed. `lag` is how late a request started: now minus its due
+time.
 
 Partials also wait while a final waits or decodes (each would slow every step of the final's decode), and they may
 take only `partial_share` of the encoder's time, as a token bucket: each second earns that share of encoding,

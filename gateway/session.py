@@ -10,8 +10,8 @@ Per segment: speech.started; caption.partial while it grows (at most one partial
 partial that comes due while the one before still waits in the engine's queue replaces it there, with the newer
 audio; one that comes due while it runs waits, and only the newest waiting one is kept); speech.stopped when the
 segmenter ends it; caption.final when its decode returns. When the speaker pauses (the segmenter's speech-paused,
-pause_ms after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio its
-final will hold if the pause lasts (shown as a partial); when the segment then ends there, that result is the final
+pause_ms after the last word), the segment is decoded at once, beside any partial in flight, over exactly the audio
+its final will hold if the pause lasts (shown as a partial); when the segment then ends there, that result is the final
 (the engine's output does not depend on batching or drafts, so it is the same transcript), out the moment the
 endpoint is heard instead of a decode later. A partial already in flight when its segment ends is still shown
 if it returns before the final is in (a preview while the final decodes; under load often the only one), never
