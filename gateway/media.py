@@ -86,7 +86,9 @@ def decode_pcm(data: bytes, encoding: str = "pcm_s16le", sample_rate: int = SAMP
         raise AudioError(f"{len(data)} bytes is not a whole number of {encoding} frames of {channels} channel(s) ({frame} bytes each)")
     if max_s is not None and len(data) // frame > max_s * sample_rate:
         raise TooLong(f"audio longer than the {max_s:g} s limit")
-    pcm = _to_float(np.frombuffer(data, dtype=dtype)).reshape(-1, channels).mean(axis=1)
+    pcm = _to_float(np.frombuffer(data, dtype=dtype))
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels).mean(axis=1)
     return resample(pcm, sample_rate)
 
 

@@ -14,7 +14,9 @@ speech for many seconds. So a voiced frame must also pass:
   one less ENVELOPE_DECAY_DB_S per second since) is background: crowd murmur or room tone next to a talker.
 
 Labels need NOISE_WINDOW_MS of look-ahead, so they come out that much late, and the same whatever the chunking."""
+import itertools
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -31,20 +33,20 @@ EDGE_DB = 25.0  # dB below the envelope where speech ends and background begins
 ENVELOPE_DECAY_DB_S = 5.0  # dB/s: a talker 25 dB softer than the last one is heard again within 5 s
 
 
-def energy_db(frame: np.ndarray) -> float:
-    """Energy of the first difference, dB re 1 LSB^2 (digital silence: 0 dB). Differencing pre-emphasises as speech
-    front ends do: it removes DC and whitens brown noise, whose raw level wanders with its sub-audio drift, so any
-    steady noise reads as steady."""
-    d = np.diff(frame.astype(np.float64))
-    return 10.0 * math.log10(float(np.dot(d, d)) / max(len(d), 1) + 1.0)
+def energy_db(frames: np.ndarray) -> np.ndarray:
+    """Energy of the first difference of each frame (the last axis), dB re 1 LSB^2 (digital silence: 0 dB).
+    Differencing pre-emphasises as speech front ends do: it removes DC and whitens brown noise, whose raw level
+    wanders with its sub-audio drift, so any steady noise reads as steady."""
+    d = np.diff(frames.astype(np.float64), axis=-1)
+    return 10.0 * np.log10((d * d).sum(-1) / max(d.shape[-1], 1) + 1.0)
 
 
-def level_db(frame: np.ndarray) -> float:
-    """Mean square with the DC removed, dB re 1 LSB^2: unlike energy_db it keeps the vowels' low frequencies, which
-    carry most of speech's loudness."""
-    x = frame.astype(np.float64)
-    x -= x.mean()
-    return 10.0 * math.log10(float(np.dot(x, x)) / len(x) + 1.0)
+def level_db(frames: np.ndarray) -> np.ndarray:
+    """Mean square of each frame (the last axis) with its DC removed, dB re 1 LSB^2: unlike energy_db it keeps the
+    vowels' low frequencies, which carry most of speech's loudness."""
+    x = frames.astype(np.float64)
+    x -= x.mean(-1, keepdims=True)
+    return 10.0 * np.log10((x * x).sum(-1) / x.shape[-1] + 1.0)
 
 
 @dataclass
@@ -56,8 +58,9 @@ class _Frame:
 
 
 class FrameClassifier:
-    """Push int16 frames in order; each push returns the final label of the frame `delay` frames back, or None
-    while the look-ahead fills. `drain()` labels the rest at the end of the stream."""
+    """Push int16 frames in order, each with its energy_db and level_db (measured a chunk of frames at a time:
+    numpy's cost is per call); each push returns the final label of the frame `delay` frames back, or None while
+    the look-ahead fills. `drain()` labels the rest at the end of the stream."""
 
     def __init__(self, config: SegmenterConfig) -> None:
         self._vad = webrtcvad.Vad(config.aggressiveness)  # stateful (it adapts): one per stream
@@ -65,16 +68,21 @@ class FrameClassifier:
         self.delay = max(1, NOISE_WINDOW_MS // config.frame_ms)  # frames of look-ahead
         self._decay = ENVELOPE_DECAY_DB_S * config.frame_ms / 1000  # dB per frame
         self._queue: deque[_Frame] = deque()  # frames pushed but not yet labelled, oldest first
+        self._levels: deque[float] = deque()  # their level_db, for maxima over the look-ahead
+        self._window: deque[_Frame] = deque(maxlen=self.delay)  # the latest frames pushed: a noise window if steady
+        self._energies: deque[float] = deque(maxlen=self.delay)  # their energy_db
         self._noise_energy = math.inf  # energy floor speech must clear (nothing known yet)
         self._noise_level = math.inf  # level of the steady noise, to escape from (nothing known yet)
         self._envelope = -math.inf  # decayed level of the loudest frame labelled so far
 
-    def push(self, frame: np.ndarray) -> bool | None:
-        new = _Frame(self._vad.is_speech(frame.tobytes(), self._rate), energy_db(frame), level_db(frame))
+    def push(self, frame: np.ndarray, energy: float, level: float) -> bool | None:
+        new = _Frame(self._vad.is_speech(frame.tobytes(), self._rate), energy, level)
         self._queue.append(new)
-        self._noise_energy = min(self._noise_energy, new.energy + NOISE_RANGE_DB)  # quieter background: follow now
-        window = list(self._queue)[-self.delay:]
-        energies, levels = [f.energy for f in window], [f.level for f in window]
+        self._levels.append(level)
+        self._window.append(new)
+        self._energies.append(energy)
+        self._noise_energy = min(self._noise_energy, energy + NOISE_RANGE_DB)  # quieter background: follow now
+        window, energies = self._window, self._energies
         if len(window) == self.delay and max(energies) - min(energies) < NOISE_RANGE_DB:
             self._noise_energy = max(energies)
             for f in window:
@@ -82,7 +90,8 @@ class FrameClassifier:
             # Learn the noise's level when the level is steady too (hiss), mostly well above the known one (a new,
             # low-pitched noise: brown noise's level swings 15 dB) or all below it (the noise went quieter). Anything
             # else is speech riding on the known noise, which must not raise it.
-            typical = float(np.median(levels))
+            levels = [f.level for f in window]
+            typical = statistics.median(levels)
             if (max(levels) - min(levels) < NOISE_RANGE_DB or typical > self._noise_level + NOISE_RANGE_DB
                     or max(levels) < self._noise_level):
                 self._noise_level = max(levels)
@@ -93,11 +102,12 @@ class FrameClassifier:
         webrtcvad called them unvoiced, or they are EDGE_DB below the speech envelope as far as it is known (the
         vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
         speaker's reverberant tail that webrtcvad still calls voiced ends the look-ahead's wait this way."""
-        frames = list(self._queue)
-        envelope = self._envelope
+        frames = self._queue
+        envelope, decay = self._envelope, self._decay
         for n, f in enumerate(frames):
-            envelope = max(envelope - self._decay, f.level)  # as _release will have it when f's turn comes
-            if f.voiced and f.level >= max([envelope] + [g.level for g in frames[n + 1:]]) - EDGE_DB:
+            envelope = envelope - decay if envelope - decay > f.level else f.level  # as _release will have it
+            if f.voiced and f.level >= max(envelope, max(itertools.islice(self._levels, n + 1, None),
+                                                         default=-math.inf)) - EDGE_DB:
                 return n
         return len(frames)
 
@@ -106,8 +116,9 @@ class FrameClassifier:
 
     def _release(self) -> bool:
         f = self._queue.popleft()
+        self._levels.popleft()
         self._envelope = max(self._envelope - self._decay, f.level)
-        envelope = max([self._envelope] + [ahead.level for ahead in self._queue])
+        envelope = max(self._envelope, max(self._levels, default=-math.inf))
         above_noise = not f.steady and f.energy > self._noise_energy + NOISE_MARGIN_DB
         escaped = f.level > self._noise_level + ESCAPE_DB
         return f.voiced and (above_noise or escaped) and f.level >= envelope - EDGE_DB

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vad.classifier import FrameClassifier
+from vad.classifier import FrameClassifier, energy_db, level_db
 from vad.config import INT16_SCALE, QUIET_SEARCH_MS, SegmenterConfig
 from vad.events import Event, PartialDue, SpeechEnded, SpeechPaused, SpeechStarted, TurnEnded
 
@@ -101,8 +101,10 @@ class Segmenter:
             raise ValueError(f"dtype changed mid-stream: the stream is {self._dtype}, this chunk is {pcm.dtype}")
         self._append(pcm)
         events: list[Event] = []
-        while self._seen + self._frame <= self._received:
-            label = self._classifier.push(to_int16(self._audio(self._seen, self._seen + self._frame, copy=False)))
+        n = (self._received - self._seen) // self._frame  # whole frames not yet classified: measured together
+        frames = to_int16(self._audio(self._seen, self._seen + n * self._frame, copy=False)).reshape(n, self._frame)
+        for frame, energy, level in zip(frames, energy_db(frames).tolist(), level_db(frames).tolist()):
+            label = self._classifier.push(frame, energy, level)
             self._seen += self._frame
             if label is not None:
                 events += self._step(label)

@@ -10,7 +10,8 @@ RATE, FRAME = 16000, 160
 
 def labels(pcm: np.ndarray, config: SegmenterConfig | None = None) -> np.ndarray:
     classifier = FrameClassifier(config or SegmenterConfig())
-    out = [classifier.push(pcm[i:i + FRAME]) for i in range(0, len(pcm) - FRAME + 1, FRAME)]
+    frames = pcm[:len(pcm) // FRAME * FRAME].reshape(-1, FRAME)
+    out = [classifier.push(*f) for f in zip(frames, energy_db(frames), level_db(frames))]
     assert out[:classifier.delay] == [None] * classifier.delay  # the look-ahead fills first
     return np.array(out[classifier.delay:] + classifier.drain())
 
