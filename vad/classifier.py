@@ -97,19 +97,21 @@ class FrameClassifier:
                 self._noise_level = max(levels)
         return self._release() if len(self._queue) > self.delay else None
 
-    def quiet_ahead(self) -> int:
-        """Frames pushed but not yet labelled, counted from the oldest, whose labels are already known to be False:
-        webrtcvad called them unvoiced, or they are EDGE_DB below the speech envelope as far as it is known (the
-        vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
-        speaker's reverberant tail that webrtcvad still calls voiced ends the look-ahead's wait this way."""
-        frames = self._queue
-        envelope, decay = self._envelope, self._decay
-        for n, f in enumerate(frames):
+    def ahead(self) -> tuple[int, int]:
+        """What is known of the labels of the frames pushed but not yet labelled (oldest first) -> (quiet, loud):
+        the first `quiet` and every frame after the first `loud` will be labelled False (loud 0: all of them).
+        Known False: webrtcvad called it unvoiced, or it is EDGE_DB below the speech envelope as far as it is known
+        (the vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
+        speaker's reverberant tail that webrtcvad still calls voiced is heard as silence this way, and so is the
+        silence after the last words while the look-ahead still holds them."""
+        frames, n = self._queue, len(self._queue)
+        later = list(itertools.accumulate(reversed(self._levels), max, initial=-math.inf))  # later[k]: of the last k
+        envelope, decay, first, last = self._envelope, self._decay, n, 0
+        for i, f in enumerate(frames):
             envelope = envelope - decay if envelope - decay > f.level else f.level  # as _release will have it
-            if f.voiced and f.level >= max(envelope, max(itertools.islice(self._levels, n + 1, None),
-                                                         default=-math.inf)) - EDGE_DB:
-                return n
-        return len(frames)
+            if f.voiced and f.level >= max(envelope, later[n - 1 - i]) - EDGE_DB:
+                first, last = min(first, i), i + 1
+        return first, last
 
     def drain(self) -> list[bool]:
         return [self._release() for _ in range(len(self._queue))]

@@ -13,15 +13,18 @@ so the events depend only on the samples, never on how they were chunked. Per la
                       sooner): SpeechPaused, with the audio SpeechEnded will have if the silence lasts (once per
                       pause).
   open    -> idle     after `endpoint_ms` with no voiced run of MIN_RUN_MS: emits SpeechEnded, `post_roll_ms` after
-                      the last voiced frame.
+                      the last voiced frame (or after where its pause put the end of speech: `_speech_end`).
   open    -> open     at `max_segment_s`: SpeechEnded at the end of the quietest frame of the segment's last second;
                       the next segment starts on the very next sample.
   idle    -> idle     `turn_ms` after the last voiced frame of a segment ended by silence, with no speech started
                       since: TurnEnded (the turn's last segment). An utterance's endpoint never exceeds `turn_ms`.
 
-Labels lag the input by the classifier's look-ahead (300 ms). webrtcvad's unvoiced verdicts stand whatever the
-look-ahead finds, so a pause and the endpoint in frames it already called unvoiced are announced without that lag
-(`_ahead`); a PartialDue holds all the audio fed so far, the look-ahead's too.
+Labels lag the input by the classifier's look-ahead (300 ms). The labels of frames webrtcvad called unvoiced, or
+far below the speech, are known before it ends, so pauses and endpoints are heard without that lag: once the
+frames after the last one that may still be speech are known silent for `pause_ms` or `endpoint_ms`, the pause or
+endpoint is announced with the speech running to that frame (`_ahead`); only a silence the look-ahead could not rule
+out (steady noise webrtcvad calls voiced) waits for the labels. A PartialDue holds all the audio fed so far, the
+look-ahead's too.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -53,7 +56,7 @@ class _Segment:
     confirm_at: int  # voiced_end must reach this before SpeechStarted (the min_speech_ms click filter)
     partial_mark: int  # end of the last PartialDue, or the speech onset
     confirmed: bool = False
-    paused_at: int = -1  # voiced_end of the last SpeechPaused: one per pause
+    paused_at: int = -1  # where the speech ended at the last SpeechPaused (>= voiced_end then): one per pause
 
 
 class Segmenter:
@@ -122,7 +125,7 @@ class Segmenter:
         seg, self._seg = self._seg, None
         if seg is not None and seg.confirmed:
             post_roll = self.config.samples(self.config.post_roll_ms)
-            events.append(self._end(seg, min(seg.voiced_end + post_roll, self._received)))
+            events.append(self._end(seg, min(self._speech_end(seg) + post_roll, self._received)))
             self._turn = True
         if self._turn and self.config.turn_ms is not None:  # the client ended the turn
             events.append(TurnEnded(self._index - 1, self._received, self.config.sample_rate, forced=True))
@@ -147,24 +150,30 @@ class Segmenter:
         return ended
 
     def _ahead(self) -> list[Event]:
-        """A pause or an endpoint reached in frames not labelled yet but already called unvoiced by webrtcvad (their
-        labels can only be False): announced now instead of the classifier's look-ahead later."""
+        """A pause or an endpoint in frames not labelled yet whose labels are already known to be False, after the
+        last frame that may still be labelled voiced (vad/classifier.py): announced now instead of the classifier's
+        look-ahead later. A pause's speech runs to that frame, whatever the labels of the frames before it turn
+        out to be."""
         seg, cfg = self._seg, self.config
-        if (seg is not None and not seg.confirmed) or not (quiet := self._classifier.quiet_ahead()):
+        if seg is not None and not seg.confirmed:
             return []
+        quiet, loud = self._classifier.ahead()
         if seg is None:
-            return self._turn_over(self._pos + quiet * self._frame)
-        silent = self._pos + quiet * self._frame - seg.voiced_end
-        endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
+            return self._turn_over(self._pos + quiet * self._frame) if quiet else []
+        pending = self._seen - self._pos  # samples pushed but not labelled
+        end = max(seg.voiced_end, self._pos + loud * self._frame) if loud else seg.voiced_end  # speech runs no further
+        silent = self._pos + pending - end
+        endpoint_ms = cfg.endpoint_after((end - seg.start) / cfg.sample_rate)
         events: list[Event] = []
-        if seg.paused_at != seg.voiced_end and silent >= cfg.samples(self._pause_ms(endpoint_ms)):
-            events.append(self._pause(seg))
+        # once per pause: another needs speech labelled since (the frames that may be speech may be noise)
+        if seg.paused_at < seg.voiced_end and silent >= cfg.samples(self._pause_ms(endpoint_ms)):
+            events.append(self._pause(seg, end))
         # the frame whose label would end the segment; no forced split may come before it
-        at = seg.voiced_end + -(-cfg.samples(endpoint_ms) // self._frame) * self._frame
+        at = end + -(-cfg.samples(endpoint_ms) // self._frame) * self._frame
         if silent >= cfg.samples(endpoint_ms) and at - self._frame - seg.start < cfg.samples(cfg.max_segment_s * 1000):
             self._seg, self._resume, self._turn = None, at, True
             self._window.clear()
-            events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
+            events.append(self._end(seg, self._speech_end(seg) + cfg.samples(cfg.post_roll_ms)))
             events += self._turn_over(self._pos + quiet * self._frame)
         return events
 
@@ -181,9 +190,17 @@ class Segmenter:
         """ms after the last voiced frame at which SpeechPaused comes (the post-roll, when the endpoint is sooner)."""
         return self.config.pause_ms if self.config.pause_ms < endpoint_ms else self.config.post_roll_ms
 
-    def _pause(self, seg: _Segment) -> SpeechPaused:
-        seg.paused_at, stop = seg.voiced_end, seg.voiced_end + self.config.samples(self.config.post_roll_ms)
+    def _pause(self, seg: _Segment, end: int) -> SpeechPaused:
+        """SpeechPaused of speech that ran to sample `end` (voiced_end, or later frames the look-ahead still holds
+        that may be speech): the audio the segment ends with if the silence lasts (_speech_end)."""
+        seg.paused_at, stop = end, end + self.config.samples(self.config.post_roll_ms)
         return SpeechPaused(self._index, seg.start, stop, self._audio(seg.start, stop), self.config.sample_rate)
+
+    @staticmethod
+    def _speech_end(seg: _Segment) -> int:
+        """Where a segment ended by silence ends its speech: at its last voiced frame, or where its last pause put
+        it if no speech came since (the frames between were unvoiced after all), so its audio is the pause's."""
+        return max(seg.voiced_end, seg.paused_at)
 
     def _step(self, voiced: bool) -> list[Event]:
         cfg = self.config
@@ -210,7 +227,7 @@ class Segmenter:
         endpoint_ms = cfg.endpoint_after((seg.voiced_end - seg.start) / cfg.sample_rate)
         if end - seg.voiced_end >= cfg.samples(endpoint_ms):
             if seg.confirmed:  # post_roll_ms <= endpoint_ms, so the post-roll is already buffered
-                events.append(self._end(seg, seg.voiced_end + cfg.samples(cfg.post_roll_ms)))
+                events.append(self._end(seg, self._speech_end(seg) + cfg.samples(cfg.post_roll_ms)))
                 self._turn = True
             self._seg = None
             self._window.clear()  # the next onset is judged on frames after this segment only
@@ -218,14 +235,14 @@ class Segmenter:
         elif seg.confirmed and end - seg.start >= cfg.samples(cfg.max_segment_s * 1000):
             events += self._split(seg)
         elif seg.confirmed and end - seg.partial_mark >= cfg.samples(cfg.partial_interval_ms) \
-                and end - seg.voiced_end < cfg.samples(cfg.post_roll_ms) and seg.paused_at != seg.voiced_end:
+                and end - seg.voiced_end < cfg.samples(cfg.post_roll_ms) and seg.paused_at < seg.voiced_end:
             # not in a pause (it would add no speech); the audio is all that has come, the look-ahead's too
             seg.partial_mark = end
             events.append(PartialDue(self._index, seg.start, self._seen, self._audio(seg.start, self._seen),
                                      cfg.sample_rate))
-        if self._seg is seg and seg.confirmed and seg.paused_at != seg.voiced_end \
+        if self._seg is seg and seg.confirmed and seg.paused_at < seg.voiced_end \
                 and end - seg.voiced_end >= cfg.samples(self._pause_ms(endpoint_ms)):
-            events.append(self._pause(seg))
+            events.append(self._pause(seg, seg.voiced_end))  # noise the look-ahead could not rule out, say
         return events
 
     def _onset_frames(self) -> int:

@@ -299,9 +299,11 @@ def test_the_end_of_speech_in_silence_is_heard_without_the_look_ahead(clip):
 
 def test_a_reverberant_tail_far_below_the_speech_is_silence_without_the_look_ahead(clip):
     """LibriSpeech's room tone after a sentence is partly voiced to webrtcvad but EDGE_DB below the speech before it,
-    which only ever grows with what comes: those frames are known unvoiced at once, so every endpoint is heard
-    exactly endpoint_ms after its last voiced frame (the first was 180 ms later, waiting for the look-ahead) and
-    every pause at most 160 ms past pause_ms (300 ms before)."""
+    which only ever grows with what comes: those frames are known unvoiced at once. So every pause is heard exactly
+    pause_ms after the speech ends (up to 160 ms later while it waited for the look-ahead to label the last words,
+    300 ms before the envelope veto), and every endpoint endpoint_ms after its last voiced frame (the first was 180
+    ms later): at most that after the speech end its pause placed, which counts the frames the look-ahead still held
+    that might have been speech (here 30-40 ms that were not), so that its decode is the final's."""
     config = SegmenterConfig(endpoint_ms=500, pause_ms=200)
     pcm = np.concatenate([clip("librispeech-1995-1837-0001.wav"), np.zeros(2 * RATE, np.int16)])
     seg, fed, heard = Segmenter(config), 0, []
@@ -310,8 +312,8 @@ def test_a_reverberant_tail_far_below_the_speech_is_silence_without_the_look_ahe
         heard += [(fed, e) for e in seg.feed(pcm[i : i + config.frame_samples])]
     late = {kind: [f - (e.end - config.samples(config.post_roll_ms)) - config.samples(ms) for f, e in heard
                    if isinstance(e, kind)] for kind, ms in ((SpeechEnded, config.endpoint_ms), (SpeechPaused, config.pause_ms))}
-    assert len(late[SpeechEnded]) == 2 and set(late[SpeechEnded]) == {0}
-    assert len(late[SpeechPaused]) >= 3 and max(late[SpeechPaused]) <= config.samples(160)
+    assert len(late[SpeechPaused]) >= 3 and set(late[SpeechPaused]) == {0}
+    assert len(late[SpeechEnded]) == 2 and all(-config.samples(50) <= late <= 0 for late in late[SpeechEnded])
     assert ended(stream(pcm, 592, config)) == [e for _, e in heard if isinstance(e, SpeechEnded)]
 
 
