@@ -104,14 +104,31 @@ class FrameClassifier:
         (the vetoes only ever turn voiced frames unvoiced, and frames still to come can only raise the envelope). A
         speaker's reverberant tail that webrtcvad still calls voiced is heard as silence this way, and so is the
         silence after the last words while the look-ahead still holds them."""
-        frames, n = self._queue, len(self._queue)
-        later = list(itertools.accumulate(reversed(self._levels), max, initial=-math.inf))  # later[k]: of the last k
-        envelope, decay, first, last = self._envelope, self._decay, n, 0
+        frames, levels, n = self._queue, self._levels, len(self._queue)
+        envelope, decay, first = self._envelope, self._decay, n
+        envelopes = []  # each frame's envelope as _release will have it when its turn comes
         for i, f in enumerate(frames):
-            envelope = envelope - decay if envelope - decay > f.level else f.level  # as _release will have it
-            if f.voiced and f.level >= max(envelope, later[n - 1 - i]) - EDGE_DB:
-                first, last = min(first, i), i + 1
-        return first, last
+            envelope = envelope - decay if envelope - decay > f.level else f.level
+            envelopes.append(envelope)
+            if f.voiced and f.level >= max(envelope, max(itertools.islice(levels, i + 1, None),
+                                                         default=-math.inf)) - EDGE_DB:
+                first = i
+                break
+        if first == n:
+            return n, 0
+        newest = frames[-1]
+        if newest.voiced and newest.level >= max(self._envelope, max(levels)) - EDGE_DB:  # above any envelope's bound
+            return first, n
+        for f in itertools.islice(frames, first + 1, None):
+            envelope = envelope - decay if envelope - decay > f.level else f.level
+            envelopes.append(envelope)
+        later = -math.inf  # the loudest frame after i
+        for i in range(n - 1, first, -1):
+            f = frames[i]
+            if f.voiced and f.level >= max(envelopes[i], later) - EDGE_DB:
+                return first, i + 1
+            later = max(later, f.level)
+        return first, first + 1
 
     def drain(self) -> list[bool]:
         return [self._release() for _ in range(len(self._queue))]
