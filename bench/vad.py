@@ -30,11 +30,10 @@ import numpy as np  # noqa: E402
 import webrtcvad  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
-from bench.streams import RATE, program, speech_span  # noqa: E402
+from bench.streams import CUT_S, RATE, program, speech_span  # noqa: E402
 from support.speech import SPEECH, clips  # noqa: E402
 
 CHUNK = RATE // 20  # 50 ms, bench/streams.py's default frame
-CUT_S = 1.5  # as bench/streams.py: an utterance this close to the end of the run is not counted
 
 
 def run(streams: int, duration_s: float) -> dict:

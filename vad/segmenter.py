@@ -160,9 +160,8 @@ class Segmenter:
         quiet, loud = self._classifier.ahead()
         if seg is None:
             return self._turn_over(self._pos + quiet * self._frame) if quiet else []
-        pending = self._seen - self._pos  # samples pushed but not labelled
         end = max(seg.voiced_end, self._pos + loud * self._frame) if loud else seg.voiced_end  # speech runs no further
-        silent = self._pos + pending - end
+        silent = self._seen - end  # every frame pushed after it is known silent
         endpoint_ms = cfg.endpoint_after((end - seg.start) / cfg.sample_rate)
         events: list[Event] = []
         # once per pause: another needs speech labelled since (the frames that may be speech may be noise)
